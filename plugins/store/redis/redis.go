@@ -1,0 +1,276 @@
+// Package redis is the ssogate store for any number of gateway instances:
+// standalone Redis, Sentinel or Cluster through go-redis's UniversalClient.
+//
+// Key schema (part of the contract; see the README for direct minting):
+//
+//	<prefix>tok:<sha256hex(token)>   token JSON, TTL ≤ token_ttl, taken with GETDEL
+//	<prefix>jti:<jti>                "1", until a signed token's exp (SET NX)
+//	<prefix>sess:<sha256hex(id)>     session JSON, TTL = idle expiry (GETEX)
+//	<prefix>user:<sha256hex(userId)> set of session hashes, for revocation
+//	<prefix>events                   pub/sub channel: "s:<hash>" logout, "u:<userId>" revocation
+//
+// Every operation that must be atomic touches a single key (GETDEL, SET NX,
+// GETEX), so the schema works unchanged on Cluster, where multi-key operations
+// would need every key in one slot.
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/ssogate/ssogate/internal/token"
+	"github.com/ssogate/ssogate/plugins/store"
+)
+
+func init() {
+	caddy.RegisterModule(Redis{})
+}
+
+// Redis keeps tokens and sessions in Redis, shared by every gateway instance
+// that uses the same server and key prefix. When Redis cannot be reached, every
+// operation fails with store.ErrUnavailable within the configured timeouts, and
+// the gateway fails closed.
+type Redis struct {
+	// A redis://, rediss:// (TLS) or redis-sentinel:// URL. The sentinel
+	// form is redis-sentinel://[user:password@]host:port[,host:port…]/<master name>[/<db>].
+	// Fields set below override what the URL says.
+	URL string `json:"url,omitempty"`
+	// Addresses (host:port) of the servers: one for a standalone server,
+	// several for Cluster seeds, or the sentinels when master_name is set.
+	Addrs []string `json:"addrs,omitempty"`
+	// The Sentinel master name. Setting it selects Sentinel.
+	MasterName string `json:"master_name,omitempty"`
+	// Selects Cluster even with a single address (a configuration endpoint).
+	Cluster bool `json:"cluster,omitempty"`
+	// ACL username and password of the Redis servers.
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	// Password of the sentinels, if they have one of their own.
+	SentinelPassword string `json:"sentinel_password,omitempty"`
+	// Database number (standalone and Sentinel only). Default: 0.
+	DB int `json:"db,omitempty"`
+	// Connect with TLS, as rediss:// does.
+	TLS bool `json:"tls,omitempty"`
+	// Prefix of every key and of the pub/sub channel. Default: "ssogate:".
+	KeyPrefix string `json:"key_prefix,omitempty"`
+	// How long to wait to connect, and for a reply. A redeem or a session
+	// check waits at most about dial + read before answering 503.
+	// Defaults: 1s, 500ms, 500ms.
+	DialTimeout  caddy.Duration `json:"dial_timeout,omitempty"`
+	ReadTimeout  caddy.Duration `json:"read_timeout,omitempty"`
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+
+	conn   *connection
+	prefix string
+	events string
+}
+
+// CaddyModule returns the Caddy module information.
+func (Redis) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "ssogate.stores.redis",
+		New: func() caddy.Module { return new(Redis) },
+	}
+}
+
+// Provision connects, or reuses the connection of an earlier config with the
+// same settings, so a reload keeps its pool and its subscription.
+func (r *Redis) Provision(ctx caddy.Context) error {
+	repl := caddy.NewReplacer()
+	r.URL = repl.ReplaceKnown(r.URL, "")
+	r.Password = repl.ReplaceKnown(r.Password, "")
+	r.SentinelPassword = repl.ReplaceKnown(r.SentinelPassword, "")
+	opts, err := r.options()
+	if err != nil {
+		return err
+	}
+	r.prefix = r.KeyPrefix
+	if r.prefix == "" {
+		r.prefix = "ssogate:"
+	}
+	r.events = r.prefix + "events"
+	conn, err := connect(r.poolKey(), opts, r.events, ctx.Logger())
+	if err != nil {
+		return err
+	}
+	r.conn = conn
+	return nil
+}
+
+// Validate checks that the settings describe one kind of deployment.
+func (r *Redis) Validate() error {
+	if r.MasterName != "" && r.Cluster {
+		return errors.New("redis store: master_name (Sentinel) and cluster exclude each other")
+	}
+	if r.DB != 0 && r.Cluster {
+		return errors.New("redis store: Cluster has no database numbers")
+	}
+	return nil
+}
+
+// Cleanup lets go of the connection; the last config using it closes it.
+func (r *Redis) Cleanup() error {
+	if r.conn == nil {
+		return nil
+	}
+	return r.conn.release()
+}
+
+// poolKey identifies the settings: configs with equal settings share a client.
+func (r *Redis) poolKey() string {
+	b, _ := json.Marshal(r) // only strings, numbers and bools: cannot fail
+	return string(b)
+}
+
+func (r *Redis) key(kind, id string) string { return r.prefix + kind + ":" + id }
+
+// AddToken implements store.Store.
+func (r *Redis) AddToken(ctx context.Context, key string, t store.Token, ttl time.Duration) error {
+	val, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	ok, err := r.conn.client.SetNX(ctx, r.key("tok", key), val, ttl).Result()
+	if err != nil {
+		return store.Unavailable("add token", err)
+	}
+	if !ok {
+		return store.ErrExists
+	}
+	return nil
+}
+
+// TakeToken implements store.Store with GETDEL: one command, so of any number
+// of instances asking at once, exactly one gets the token.
+func (r *Redis) TakeToken(ctx context.Context, key string) (store.Token, error) {
+	val, err := r.conn.client.GetDel(ctx, r.key("tok", key)).Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return store.Token{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Token{}, store.Unavailable("take token", err)
+	}
+	var t store.Token
+	if err := json.Unmarshal(val, &t); err != nil || t.UserID == "" {
+		// A record nobody can use is the same as none; it is gone now.
+		return store.Token{}, store.ErrNotFound
+	}
+	return t, nil
+}
+
+// UseOnce implements store.Store.
+func (r *Redis) UseOnce(ctx context.Context, id string, ttl time.Duration) (bool, error) {
+	ok, err := r.conn.client.SetNX(ctx, r.key("jti", id), "1", ttl).Result()
+	if err != nil {
+		return false, store.Unavailable("use once", err)
+	}
+	return ok, nil
+}
+
+// AddSession implements store.Store. The user index is kept as long as the
+// newest session can live; entries of ended sessions are pruned on revocation.
+func (r *Redis) AddSession(ctx context.Context, key string, s store.Session, idle time.Duration) error {
+	val, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	userKey := r.key("user", token.Hash(s.UserID))
+	life := time.Until(s.ExpiresAt)
+	if life < idle {
+		life = idle
+	}
+	// A plain pipeline, not a transaction: the keys live in different Cluster
+	// slots, and only the session record itself needs to be whole.
+	_, err = r.conn.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Set(ctx, r.key("sess", key), val, idle)
+		p.SAdd(ctx, userKey, key)
+		p.PExpire(ctx, userKey, life)
+		return nil
+	})
+	if err != nil {
+		return store.Unavailable("add session", err)
+	}
+	return nil
+}
+
+// Session implements store.Store with GETEX, reading and touching in one command.
+func (r *Redis) Session(ctx context.Context, key string, idle time.Duration) (store.Session, error) {
+	var cmd *goredis.StringCmd
+	if idle > 0 {
+		cmd = r.conn.client.GetEx(ctx, r.key("sess", key), idle)
+	} else {
+		cmd = r.conn.client.Get(ctx, r.key("sess", key))
+	}
+	val, err := cmd.Bytes()
+	if errors.Is(err, goredis.Nil) {
+		return store.Session{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Session{}, store.Unavailable("get session", err)
+	}
+	var s store.Session
+	if err := json.Unmarshal(val, &s); err != nil || s.UserID == "" {
+		return store.Session{}, store.ErrNotFound
+	}
+	return s, nil
+}
+
+// DeleteSession implements store.Store.
+func (r *Redis) DeleteSession(ctx context.Context, key string) error {
+	_, err := r.conn.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		p.Del(ctx, r.key("sess", key))
+		p.Publish(ctx, r.events, "s:"+key)
+		return nil
+	})
+	if err != nil {
+		return store.Unavailable("delete session", err)
+	}
+	return nil
+}
+
+// RevokeUser implements store.Store. Only the index entries read here are
+// removed, so a session created while this runs is not forgotten by the index.
+func (r *Redis) RevokeUser(ctx context.Context, userID string) (int, error) {
+	userKey := r.key("user", token.Hash(userID))
+	members, err := r.conn.client.SMembers(ctx, userKey).Result()
+	if err != nil {
+		return 0, store.Unavailable("revoke: read index", err)
+	}
+	var dels []*goredis.IntCmd
+	_, err = r.conn.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, m := range members {
+			dels = append(dels, p.Del(ctx, r.key("sess", m)))
+		}
+		if len(members) > 0 {
+			p.SRem(ctx, userKey, members)
+		}
+		p.Publish(ctx, r.events, "u:"+userID)
+		return nil
+	})
+	if err != nil {
+		return 0, store.Unavailable("revoke", err)
+	}
+	n := 0
+	for _, d := range dels {
+		n += int(d.Val())
+	}
+	return n, nil
+}
+
+// Subscribe implements store.Store.
+func (r *Redis) Subscribe(fn func(store.Invalidation)) func() {
+	return r.conn.subs.Add(fn)
+}
+
+// Interface guards
+var (
+	_ store.Store        = (*Redis)(nil)
+	_ caddy.Provisioner  = (*Redis)(nil)
+	_ caddy.Validator    = (*Redis)(nil)
+	_ caddy.CleanerUpper = (*Redis)(nil)
+)
