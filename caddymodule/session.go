@@ -1,0 +1,207 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ssogate/ssogate/internal/token"
+	"github.com/ssogate/ssogate/plugins/store"
+)
+
+// sessionIDLen is the length of a session id: 256 bits in unpadded base64url.
+const sessionIDLen = 43
+
+// serveGated lets the request through to next only with a valid session, with
+// the identity headers and placeholders set from it.
+func (h *Handler) serveGated(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	sess, _, err := h.currentSession(r)
+	if err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			h.storeFailed("session check", err)
+			return h.fail(w, r, errStoreUnavailable, false)
+		}
+		if h.LoginURL != "" && strings.Contains(r.Header.Get("Accept"), "text/html") {
+			w.Header().Set("Cache-Control", "no-store")
+			http.Redirect(w, r, h.LoginURL, http.StatusFound)
+			return nil
+		}
+		return h.fail(w, r, errNotSignedIn, false)
+	}
+	h.setIdentity(r, sess)
+	return next.ServeHTTP(h.wrapResponse(w), r)
+}
+
+// currentSession returns the session of the request's cookie. A browser may send
+// the cookie twice (partitioned and not, after embed_from was turned on), so
+// each copy is tried.
+func (h *Handler) currentSession(r *http.Request) (store.Session, string, error) {
+	err := store.ErrNotFound
+	for _, c := range r.CookiesNamed(h.CookieName) {
+		if len(c.Value) != sessionIDLen || token.Classify(c.Value) != token.Opaque {
+			continue
+		}
+		key := token.Hash(c.Value)
+		var s store.Session
+		s, err = h.store.Session(r.Context(), key, time.Duration(h.SessionIdle))
+		if err == nil && time.Now().Before(s.ExpiresAt) {
+			return s, key, nil
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			return store.Session{}, "", err
+		}
+		err = store.ErrNotFound
+	}
+	return store.Session{}, "", err
+}
+
+// newSession stores a fresh session for t's user and returns its id, which is
+// the cookie value.
+func (h *Handler) newSession(ctx context.Context, userID string, claims map[string]string) (string, error) {
+	id := token.New()
+	now := time.Now().UTC()
+	s := store.Session{UserID: userID, Claims: claims, CreatedAt: now, ExpiresAt: now.Add(time.Duration(h.SessionTTL))}
+	if err := h.store.AddSession(ctx, token.Hash(id), s, time.Duration(h.SessionIdle)); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// sessionCookie is the Set-Cookie for id; an empty id deletes the cookie. With
+// embed_from, the cookie must be sent inside a third-party iframe, which takes
+// SameSite=None, and must survive third-party cookie blocking, which takes
+// Partitioned (CHIPS).
+func (h *Handler) sessionCookie(id string) *http.Cookie {
+	c := &http.Cookie{
+		Name:     h.CookieName,
+		Value:    id,
+		Path:     "/",
+		Secure:   true,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	}
+	if len(h.EmbedFrom) > 0 {
+		c.SameSite = http.SameSiteNoneMode
+		c.Partitioned = true
+	}
+	if id == "" {
+		c.MaxAge = -1
+	}
+	return c
+}
+
+// setIdentity tells the upstream who is signed in, through headers the client
+// could not have set (ServeHTTP strips them) and Caddy placeholders.
+func (h *Handler) setIdentity(r *http.Request, s store.Session) {
+	r.Header.Set(h.UserHeader, s.UserID)
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl != nil {
+		repl.Set("http.auth.user.id", s.UserID)
+	}
+	if len(s.Claims) == 0 {
+		return
+	}
+	keys := make([]string, 0, len(s.Claims))
+	for k := range s.Claims {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		b.WriteString(escapeClaim(k))
+		b.WriteByte('=')
+		b.WriteString(escapeClaim(s.Claims[k]))
+		if repl != nil {
+			repl.Set("http.auth.user."+k, s.Claims[k])
+		}
+	}
+	r.Header.Set(h.ClaimsHeader, b.String())
+}
+
+// escapeClaim percent-encodes what would break the k=v;k=v format or the header.
+func escapeClaim(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c == 0x7f || c == '%' || c == ';' || c == '=' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < ' ' || c == 0x7f || c == '%' || c == ';' || c == '=' {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// stripIdentity removes every header a backend could read as an identity
+// header: CGI-style backends (PHP, many Python servers) fold "_" into "-", so
+// X_Forwarded_User would pass for X-Forwarded-User.
+func (h *Handler) stripIdentity(hdr http.Header) {
+	for name := range hdr {
+		for _, s := range h.stripped {
+			if len(name) == len(s) && strings.EqualFold(strings.ReplaceAll(name, "_", "-"), s) {
+				delete(hdr, name)
+			}
+		}
+	}
+}
+
+// serveLogout ends the browser's session on every instance and clears the cookie.
+func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return h.fail(w, r, errMethod, wantsJSON(r))
+	}
+	for _, c := range r.CookiesNamed(h.CookieName) {
+		if len(c.Value) != sessionIDLen || token.Classify(c.Value) != token.Opaque {
+			continue
+		}
+		if err := h.store.DeleteSession(r.Context(), token.Hash(c.Value)); err != nil {
+			h.storeFailed("logout", err)
+			return h.fail(w, r, errStoreUnavailable, false)
+		}
+		h.audit(zapcore.InfoLevel, "logout", zap.String("session", token.LogID(c.Value)))
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.SetCookie(w, h.sessionCookie(""))
+	if wantsJSON(r) {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	if h.LoginURL != "" {
+		http.Redirect(w, r, h.LoginURL, http.StatusSeeOther)
+		return nil
+	}
+	h.setPageHeaders(w.Header())
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	return pageTemplate.Execute(w, page{Title: "You are signed out.", Advice: "Open the portal from your app to sign in again."})
+}
+
+// storeFailed logs a store outage. Request-path errors are warnings, sampled by
+// Caddy's logger; the store itself logs when a whole outage starts and ends.
+func (h *Handler) storeFailed(op string, err error) {
+	h.audit(zapcore.WarnLevel, "store unavailable", zap.String("op", op), zap.Error(err))
+}

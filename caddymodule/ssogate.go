@@ -1,0 +1,306 @@
+// Package caddymodule is the ssogate Caddy module: the http.handlers.ssogate
+// handler, its Caddyfile directive and its `caddy ssogate` commands.
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/ssogate/ssogate/internal/redirect"
+	"github.com/ssogate/ssogate/internal/signedtoken"
+	"github.com/ssogate/ssogate/plugins/store"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler turns short-lived, single-use sign-in links into sessions, and lets
+// only signed-in requests through to the next handler (normally reverse_proxy).
+//
+// It answers these routes itself (each can be moved or turned off):
+//
+//	GET    /redirect/{token}                             redeem, Planhat style
+//	GET    /consume_ssotoken/?ssoToken={t}&redirect={u}  redeem, FibriCheck style
+//	GET    /auth?sso_token={t}&next={u}                  redeem, VSee style
+//	POST   /sso/tokens                                   mint (API credential)
+//	GET    /sso/access?userId={id}                       may this credential mint for id?
+//	DELETE /sso/sessions?userId={id}                     revoke a user's sessions
+//	POST   /sso/logout                                   end this browser's session
+//
+// Every other request needs a valid session cookie, except the skip paths. The
+// identity headers (X-Forwarded-User, X-Forwarded-Claims by default) are always
+// removed from the client's request first, then set from the session, so the
+// upstream can trust them.
+//
+// Placeholders set for signed-in requests, as Caddy's authentication handler
+// does:
+//
+//	{http.auth.user.id}        the user id
+//	{http.auth.user.<claim>}   each claim of the session
+type Handler struct {
+	// The store holding tokens and sessions, a module in the
+	// "ssogate.stores" namespace. Default: memory (one instance only).
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=ssogate.stores inline_key=backend"`
+
+	// API credentials that may mint tokens and revoke sessions.
+	Credentials []*Credential `json:"credentials,omitempty"`
+
+	// Secrets for HMAC-signed tokens, by key id (the token payload's "kid").
+	// Several at once allow rotation. Each at least 32 bytes.
+	SigningKeys map[string]string `json:"signing_keys,omitempty"`
+
+	// How long a minted token stays valid. Default: 30s. At most 5m.
+	TokenTTL caddy.Duration `json:"token_ttl,omitempty"`
+	// A session ends after this long without a request. Default: 30m.
+	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
+	// A session ends this long after sign-in, however busy. Default: 12h.
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+
+	// Name of the session cookie. The __Host- prefix makes browsers insist
+	// on Secure, Path=/ and no Domain. Default: __Host-ssogate.
+	CookieName string `json:"cookie_name,omitempty"`
+
+	// The gateway's public base URL (https://portal.example.com), used to
+	// build minted links. Default: the minting request's scheme and host.
+	// Setting it is safer: links are then never built from a Host header.
+	PublicURL string `json:"public_url,omitempty"`
+
+	// Hosts, besides the request's own, that redeem links may redirect to
+	// (https only). "*.example.com" allows every subdomain.
+	RedirectHosts []string `json:"redirect_hosts,omitempty"`
+
+	// Origins allowed to frame the portal, such as https://emr.example.com
+	// or https://*.example.com. Setting it makes every response carry
+	// `Content-Security-Policy: frame-ancestors 'self' <origins>`, removes
+	// the upstream's X-Frame-Options, and makes the session cookie
+	// `SameSite=None; Partitioned` so it works in a third-party iframe.
+	EmbedFrom []string `json:"embed_from,omitempty"`
+
+	// With embed_from, rewrite the upstream's own Set-Cookie headers to
+	// `SameSite=None; Secure; Partitioned`, so the portal's session works in
+	// the iframe too. Default: true.
+	RewriteUpstreamCookies *bool `json:"rewrite_upstream_cookies,omitempty"`
+
+	// Paths proxied without a session (identity headers are still
+	// stripped), with the syntax of Caddy's path matcher: "/health",
+	// "/assets/*".
+	Skip []string `json:"skip,omitempty"`
+
+	// Where browsers (Accept: text/html) without a session are sent, with a
+	// 302, instead of a 401 page.
+	LoginURL string `json:"login_url,omitempty"`
+
+	// Request header carrying the user id to the upstream.
+	// Default: X-Forwarded-User.
+	UserHeader string `json:"user_header,omitempty"`
+	// Request header carrying the session's claims to the upstream, as
+	// k=v pairs joined by ";", sorted by key, with "%", ";", "=" and control
+	// characters percent-encoded. Default: X-Forwarded-Claims.
+	ClaimsHeader string `json:"claims_header,omitempty"`
+
+	// The redeem routes, by name: "redirect" (/redirect/{token}),
+	// "consume_ssotoken" and "auth". Routes not named keep their defaults.
+	Redeem map[string]*RedeemRoute `json:"redeem,omitempty"`
+
+	// Path prefix of the API and logout routes. Default: /sso.
+	APIPrefix string `json:"api_prefix,omitempty"`
+
+	store     store.Store
+	logger    *zap.Logger
+	policy    redirect.Policy
+	skip      caddyhttp.MatchPath
+	routes    []redeemRoute
+	publicURL *url.URL
+	stripped  []string // request headers no client may set
+	creds     credentials
+	signing   *signedtoken.Keys
+
+	frameAncestors string // the embed_from source list; empty without embed_from
+	pageCSP        string // CSP of the gateway's own pages
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.ssogate",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+const (
+	defaultTokenTTL    = 30 * time.Second
+	maxTokenTTL        = 5 * time.Minute
+	defaultSessionIdle = 30 * time.Minute
+	defaultSessionTTL  = 12 * time.Hour
+	defaultCookieName  = "__Host-ssogate"
+	defaultAPIPrefix   = "/sso"
+)
+
+// Provision sets defaults and loads the store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.TokenTTL == 0 {
+		h.TokenTTL = caddy.Duration(defaultTokenTTL)
+	}
+	if h.SessionIdle == 0 {
+		h.SessionIdle = caddy.Duration(defaultSessionIdle)
+	}
+	if h.SessionTTL == 0 {
+		h.SessionTTL = caddy.Duration(defaultSessionTTL)
+	}
+	if h.CookieName == "" {
+		h.CookieName = defaultCookieName
+	}
+	if h.UserHeader == "" {
+		h.UserHeader = "X-Forwarded-User"
+	}
+	if h.ClaimsHeader == "" {
+		h.ClaimsHeader = "X-Forwarded-Claims"
+	}
+	h.stripped = []string{http.CanonicalHeaderKey(h.UserHeader), http.CanonicalHeaderKey(h.ClaimsHeader)}
+	if h.APIPrefix == "" {
+		h.APIPrefix = defaultAPIPrefix
+	}
+	h.APIPrefix = strings.TrimSuffix(h.APIPrefix, "/")
+	if h.RewriteUpstreamCookies == nil {
+		on := true
+		h.RewriteUpstreamCookies = &on
+	}
+	h.policy = redirect.Policy{Hosts: h.RedirectHosts}
+
+	if h.PublicURL != "" {
+		u, err := url.Parse(h.PublicURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("public_url %q: want https://host[:port] with no path", h.PublicURL)
+		}
+		u.Path = ""
+		h.publicURL = u
+	}
+
+	if len(h.Skip) > 0 {
+		h.skip = caddyhttp.MatchPath(h.Skip)
+		if err := h.skip.Provision(ctx); err != nil {
+			return fmt.Errorf("skip: %w", err)
+		}
+	}
+
+	routes, err := buildRedeemRoutes(h.Redeem)
+	if err != nil {
+		return err
+	}
+	h.routes = routes
+
+	if h.creds, err = newCredentials(h.Credentials); err != nil {
+		return err
+	}
+	if err := h.provisionEmbed(); err != nil {
+		return fmt.Errorf("embed_from: %w", err)
+	}
+	if len(h.SigningKeys) > 0 {
+		secrets := make(map[string][]byte, len(h.SigningKeys))
+		repl := caddy.NewReplacer()
+		for kid, secret := range h.SigningKeys {
+			secrets[kid] = []byte(repl.ReplaceKnown(secret, ""))
+		}
+		if h.signing, err = signedtoken.NewKeys(secrets); err != nil {
+			return fmt.Errorf("signing_keys: %w", err)
+		}
+	}
+
+	if h.StoreRaw == nil {
+		h.StoreRaw = json.RawMessage(`{"backend":"memory"}`)
+	}
+	mod, err := ctx.LoadModule(h, "StoreRaw")
+	if err != nil {
+		return fmt.Errorf("loading store: %w", err)
+	}
+	st, ok := mod.(store.Store)
+	if !ok {
+		return fmt.Errorf("module %T is not an ssogate store", mod)
+	}
+	h.store = st
+	return nil
+}
+
+// Validate checks the config for values that cannot work.
+func (h *Handler) Validate() error {
+	switch {
+	case time.Duration(h.TokenTTL) < 0 || time.Duration(h.TokenTTL) > maxTokenTTL:
+		return fmt.Errorf("token_ttl %s: must be at most %s", time.Duration(h.TokenTTL), maxTokenTTL)
+	case h.SessionIdle < 0 || h.SessionTTL < 0:
+		return errors.New("session_idle and session_ttl must be positive")
+	case h.SessionIdle > h.SessionTTL:
+		return fmt.Errorf("session_idle %s is longer than session_ttl %s", time.Duration(h.SessionIdle), time.Duration(h.SessionTTL))
+	case !validCookieName(h.CookieName):
+		return fmt.Errorf("cookie_name %q is not a valid cookie name", h.CookieName)
+	case h.LoginURL != "" && !strings.HasPrefix(h.LoginURL, "https://") && !strings.HasPrefix(h.LoginURL, "/"):
+		return fmt.Errorf("login_url %q: want an https URL or a path", h.LoginURL)
+	case !strings.HasPrefix(h.APIPrefix, "/"):
+		return fmt.Errorf("api_prefix %q must start with /", h.APIPrefix)
+	}
+	return nil
+}
+
+// Cleanup is a no-op for the handler itself: Caddy cleans up the store module
+// it loaded, which releases its share of the usage pool.
+func (h *Handler) Cleanup() error { return nil }
+
+// ServeHTTP routes the request: redeem routes and the API are answered here,
+// everything else goes through the session gate to next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	h.stripIdentity(r.Header)
+	if route, tok, ok := h.matchRedeem(r); ok {
+		return h.serveRedeem(w, r, route, tok)
+	}
+	if rest, ok := strings.CutPrefix(r.URL.Path, h.APIPrefix+"/"); ok {
+		switch rest {
+		case "tokens":
+			return h.serveMint(w, r)
+		case "access":
+			return h.serveAccess(w, r)
+		case "sessions":
+			return h.serveRevoke(w, r)
+		case "logout":
+			return h.serveLogout(w, r)
+		}
+	}
+	if h.skip != nil {
+		if ok, err := h.skip.MatchWithError(r); err != nil {
+			return caddyhttp.Error(http.StatusBadRequest, err)
+		} else if ok {
+			return next.ServeHTTP(w, r)
+		}
+	}
+	return h.serveGated(w, r, next)
+}
+
+func validCookieName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
