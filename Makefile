@@ -1,0 +1,30 @@
+# ssogate — `make demo` runs the demo, `make test` runs every check and test.
+
+.PHONY: demo test unit caddy bench fmt
+
+# Builds Caddy with ssogate and runs the demo portal, the embedding app and the
+# gateway on the memory store; prints a fresh sign-in link.
+demo:
+	go build -o caddy ./cmd/caddy
+	go run ./demo -caddy ./caddy
+
+# Installs what is missing (redis-server, chromium), then static checks, unit
+# tests with the race detector, ./caddy via xcaddy.sh, integration and browser tests.
+test:
+	./scripts/test.sh
+
+# Unit tests only, for a quick loop.
+unit:
+	go test -race -count=1 $$(go list ./... | grep -v '/integration')
+
+# Caddy with ssogate, built by xcaddy at the pinned Caddy version.
+caddy:
+	./xcaddy.sh
+
+# The load benchmark: gated vs plain reverse_proxy, redeem latency, Redis
+# commands per request, memory per session. Writes bench-results/latest.md.
+bench:
+	go run ./integration/bench
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
