@@ -2,6 +2,8 @@ package memory
 
 import (
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"time"
 
 	"github.com/ssogate/ssogate/plugins/store"
@@ -48,5 +50,20 @@ func TestSweepFreesExpiredEntries(t *testing.T) {
 	m.db.sweep()
 	if len(m.db.tokens)+len(m.db.used)+len(m.db.sessions) != 0 {
 		t.Fatalf("sweep left %d tokens, %d ids, %d sessions", len(m.db.tokens), len(m.db.used), len(m.db.sessions))
+	}
+}
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	var m Memory
+	if err := m.UnmarshalCaddyfile(caddyfile.NewTestDispenser("memory {\n sweep_interval 10s\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(m.SweepInterval) != 10*time.Second {
+		t.Fatalf("sweep_interval = %v", time.Duration(m.SweepInterval))
+	}
+	for _, bad := range []string{"memory extra", "memory {\n sweep_interval\n}", "memory {\n sweep_interval -1s\n}", "memory {\n size 10\n}"} {
+		if err := new(Memory).UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
+			t.Errorf("%q parsed without error", bad)
+		}
 	}
 }
