@@ -17,5 +17,5 @@ while [ $# -gt 0 ]; do
 	esac
 done
 exec go tool xcaddy build "$CADDY_VERSION" \
-	--with github.com/ssogate/ssogate=. \
+	--with github.com/ssogate/ssogate@v0.0.0-00010101000000-000000000000=. \
 	--output "$out" "${args[@]}"
