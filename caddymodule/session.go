@@ -37,7 +37,7 @@ func (h *Handler) serveGated(w http.ResponseWriter, r *http.Request, next caddyh
 		return h.fail(w, r, errNotSignedIn, false)
 	}
 	h.setIdentity(r, sess)
-	return next.ServeHTTP(h.wrapResponse(w), r)
+	return next.ServeHTTP(w, r)
 }
 
 // currentSession returns the session of the request's cookie. A browser may send

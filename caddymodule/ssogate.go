@@ -259,6 +259,9 @@ func (h *Handler) Cleanup() error { return nil }
 // everything else goes through the session gate to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	h.stripIdentity(r.Header)
+	// Every answer of the portal's host, the gateway's own and skip paths
+	// included, carries the one framing policy.
+	w = h.wrapResponse(w)
 	if route, tok, ok := h.matchRedeem(r); ok {
 		return h.serveRedeem(w, r, route, tok)
 	}
