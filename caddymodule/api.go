@@ -163,15 +163,9 @@ func (c *Credential) scopeUser(requested string) (string, *problem) {
 		p := badRequest("userId is required for this credential.")
 		return "", &p
 	}
-	if len(requested) > 256 {
-		p := badRequest("userId is longer than 256 bytes.")
+	if err := checkUserID(requested); err != nil {
+		p := badRequest("userId: " + err.Error() + ".")
 		return "", &p
-	}
-	for _, r := range requested {
-		if r < ' ' || r == 0x7f {
-			p := badRequest("userId contains a control character.")
-			return "", &p
-		}
 	}
 	if !c.mayActFor(requested) {
 		p := errForbiddenScope.withDetail("This credential may not mint for that user.")

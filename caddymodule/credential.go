@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+
+	"github.com/ssogate/ssogate/plugins/store"
 )
 
 // Credential is an API key of one partner backend and the scope of what it may
@@ -131,6 +133,41 @@ func checkClaim(k, v string) error {
 		}
 	}
 	return nil
+}
+
+// maxUserIDLen bounds a user id: it travels in a header and in key names.
+const maxUserIDLen = 256
+
+// checkUserID refuses user ids no header can carry.
+func checkUserID(id string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("empty user id")
+	case len(id) > maxUserIDLen:
+		return fmt.Errorf("user id longer than %d bytes", maxUserIDLen)
+	}
+	for _, r := range id {
+		if r < ' ' || r == 0x7f {
+			return fmt.Errorf("control character in user id")
+		}
+	}
+	return nil
+}
+
+// checkGrant holds a redeemed token to what the API would have minted. Direct
+// (Redis) and signed minters write what they like; a user id or claim that
+// cannot be passed on safely must not become a session. It returns a reason
+// for the audit log, or "".
+func checkGrant(t store.Token) string {
+	if err := checkUserID(t.UserID); err != nil {
+		return "bad grant: " + err.Error()
+	}
+	for k, v := range t.Claims {
+		if err := checkClaim(k, v); err != nil {
+			return "bad grant: " + err.Error()
+		}
+	}
+	return ""
 }
 
 // globToRegexp compiles a users pattern; only * and ? are special.

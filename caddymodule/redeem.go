@@ -153,6 +153,10 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 		h.storeFailed("redeem", err)
 		return h.fail(w, r, errStoreUnavailable, false)
 	}
+	if reason == "" {
+		// Direct and signed minters bypass the API's checks.
+		reason = checkGrant(grant)
+	}
 	if reason != "" {
 		h.reject(r, rt, reason)
 		return h.fail(w, r, errInvalidToken, false)
@@ -216,8 +220,10 @@ func (h *Handler) consumeSigned(ctx context.Context, tok string) (store.Token, s
 	if err != nil {
 		return store.Token{}, "signed: " + err.Error(), nil
 	}
-	left := time.Unix(c.Expiry, 0).Sub(now)
-	fresh, err := h.store.UseOnce(ctx, c.ID, left+time.Second)
+	// Whole seconds from the current second to exp: never shorter than the
+	// token's remaining life, and sent as `SET … NX EX <seconds>`.
+	left := time.Duration(c.Expiry-now.Unix()) * time.Second
+	fresh, err := h.store.UseOnce(ctx, c.ID, left)
 	if err != nil {
 		return store.Token{}, "", err
 	}

@@ -132,7 +132,9 @@ func (c *Client) Mint(ctx context.Context, r MintRequest) (*Token, error) {
 	return &t, nil
 }
 
-// Access reports whether userID currently has a valid session.
+// Access reports whether this credential may mint a sign-in token for userID
+// (its scope covers the user and it has the mint permission), so an app can
+// decide whether to show the portal button at all.
 func (c *Client) Access(ctx context.Context, userID string) (bool, error) {
 	if userID == "" {
 		return false, errors.New("ssogate: empty user id")
