@@ -106,6 +106,7 @@ func (h *Handler) serveMint(w http.ResponseWriter, r *http.Request) error {
 		return h.fail(w, r, errStoreUnavailable, true)
 	}
 	h.audit(zapcore.InfoLevel, "minted", zap.String("credential", cred.ID), zap.String("user", userID), zap.String("token", token.LogID(tok)))
+	tokensMinted.WithLabelValues(cred.ID).Inc()
 
 	resp := mintResponse{
 		ID:                     token.LogID(tok),
@@ -232,6 +233,7 @@ func (h *Handler) serveRevoke(w http.ResponseWriter, r *http.Request) error {
 		return h.fail(w, r, errStoreUnavailable, true)
 	}
 	h.audit(zapcore.InfoLevel, "revoked", zap.String("credential", cred.ID), zap.String("user", userID), zap.Int("sessions", n))
+	revocations.Inc()
 	return writeJSON(w, http.StatusOK, map[string]any{"userId": userID, "revoked": n})
 }
 

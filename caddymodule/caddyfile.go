@@ -43,6 +43,7 @@ func init() {
 //		claims_header            <header>
 //		redeem                   redirect|consume_ssotoken|auth off | <path> [<token_param> [<redirect_param>]]
 //		api_prefix               <path>
+//		redeem_rate_limit        <failures> <window> | off
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var s Handler
@@ -191,6 +192,10 @@ func (s *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // unmarshalExtra parses the subdirectives of features kept in their own files.
 func (s *Handler) unmarshalExtra(d *caddyfile.Dispenser) error {
+	switch d.Val() {
+	case "redeem_rate_limit":
+		return s.unmarshalRateLimit(d)
+	}
 	return d.Errf("unrecognized subdirective %q", d.Val())
 }
 

@@ -120,6 +120,12 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 		hdr.Set("Allow", "GET, HEAD")
 		return h.fail(w, r, errMethod, false)
 	}
+	defer observeRedeem(time.Now())
+	release, err := h.admitRedeem(w, r, rt)
+	if release == nil {
+		return err
+	}
+	defer release()
 
 	target := ""
 	if !rt.tokenInPath {
@@ -136,6 +142,7 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 		tok = toks[0]
 		if len(targets) > 1 {
 			h.audit(zapcore.InfoLevel, "rejected", zap.String("route", rt.name), zap.String("reason", "several redirect targets"))
+			countRedeem(rt, redeemBadRedirect)
 			return h.fail(w, r, errBadRedirect, false)
 		}
 		if len(targets) == 1 && targets[0] != "" {
@@ -143,6 +150,7 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 			// burn a good token.
 			if target, err = h.policy.Check(targets[0], r.Host); err != nil {
 				h.audit(zapcore.InfoLevel, "rejected", zap.String("route", rt.name), zap.String("reason", err.Error()))
+				countRedeem(rt, redeemBadRedirect)
 				return h.fail(w, r, errBadRedirect, false)
 			}
 		}
@@ -151,6 +159,7 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 	grant, reason, err := h.consume(r.Context(), tok)
 	if err != nil {
 		h.storeFailed("redeem", err)
+		countRedeem(rt, redeemStoreUnavailable)
 		return h.fail(w, r, errStoreUnavailable, false)
 	}
 	if reason == "" {
@@ -182,10 +191,13 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 	id, err := h.newSession(r.Context(), grant.UserID, grant.Claims)
 	if err != nil {
 		h.storeFailed("create session", err)
+		countRedeem(rt, redeemStoreUnavailable)
 		return h.fail(w, r, errStoreUnavailable, false)
 	}
 	h.audit(zapcore.InfoLevel, "redeemed", zap.String("route", rt.name), zap.String("user", grant.UserID),
 		zap.String("credential", grant.CreatedBy), zap.String("token", token.LogID(tok)), zap.String("session", token.LogID(id)))
+	countRedeem(rt, redeemSuccess)
+	sessionsCreated.Inc()
 	http.SetCookie(w, h.sessionCookie(id))
 	hdr.Set("Location", target)
 	w.WriteHeader(http.StatusFound)
@@ -235,4 +247,5 @@ func (h *Handler) consumeSigned(ctx context.Context, tok string) (store.Token, s
 
 func (h *Handler) reject(r *http.Request, rt *redeemRoute, reason string) {
 	h.audit(zapcore.InfoLevel, "rejected", zap.String("route", rt.name), zap.String("reason", reason), zap.String("client_ip", clientIP(r)))
+	h.redeemFailed(r, rt)
 }

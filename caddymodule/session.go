@@ -179,11 +179,17 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 		if len(c.Value) != sessionIDLen || token.Classify(c.Value) != token.Opaque {
 			continue
 		}
-		if err := h.store.DeleteSession(r.Context(), token.Hash(c.Value)); err != nil {
+		key := token.Hash(c.Value)
+		// Read first only to say whose session ended in the audit log.
+		sess, err := h.store.Session(r.Context(), key, 0)
+		if err == nil || errors.Is(err, store.ErrNotFound) {
+			err = h.store.DeleteSession(r.Context(), key)
+		}
+		if err != nil {
 			h.storeFailed("logout", err)
 			return h.fail(w, r, errStoreUnavailable, false)
 		}
-		h.audit(zapcore.InfoLevel, "logout", zap.String("session", token.LogID(c.Value)))
+		h.audit(zapcore.InfoLevel, "logout", zap.String("user", sess.UserID), zap.String("session", token.LogID(c.Value)))
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	http.SetCookie(w, h.sessionCookie(""))
@@ -198,10 +204,4 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 	h.setPageHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	return pageTemplate.Execute(w, page{Title: "You are signed out.", Advice: "Open the portal from your app to sign in again."})
-}
-
-// storeFailed logs a store outage. Request-path errors are warnings, sampled by
-// Caddy's logger; the store itself logs when a whole outage starts and ends.
-func (h *Handler) storeFailed(op string, err error) {
-	h.audit(zapcore.WarnLevel, "store unavailable", zap.String("op", op), zap.Error(err))
 }

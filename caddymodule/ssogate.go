@@ -115,6 +115,9 @@ type Handler struct {
 	// Path prefix of the API and logout routes. Default: /sso.
 	APIPrefix string `json:"api_prefix,omitempty"`
 
+	// Failed redemptions allowed per client IP. Default: 30 per minute.
+	RedeemRateLimit *RedeemRateLimit `json:"redeem_rate_limit,omitempty"`
+
 	store     store.Store
 	logger    *zap.Logger
 	policy    redirect.Policy
@@ -127,6 +130,8 @@ type Handler struct {
 
 	frameAncestors string // the embed_from source list; empty without embed_from
 	pageCSP        string // CSP of the gateway's own pages
+
+	limiter *failureLimiter // nil with redeem_rate_limit off
 }
 
 // CaddyModule returns the Caddy module information.
@@ -228,8 +233,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("module %T is not an ssogate store", mod)
 	}
-	h.store = st
-	return nil
+	// Watched, so that an outage is logged once and counted.
+	h.store = watchStore(st, h.logger)
+	if err := h.provisionRateLimit(); err != nil {
+		return err
+	}
+	return h.registerMetrics(ctx.GetMetricsRegistry())
 }
 
 // Validate checks the config for values that cannot work.

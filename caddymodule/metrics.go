@@ -1,0 +1,103 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The collectors are made once per process and registered with the registry of
+// every config Caddy loads: each load gets a fresh registry, so registering only
+// once would leave the metrics out after a reload, while making new collectors
+// each time would reset the counters.
+var (
+	tokensMinted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ssogate",
+		Name:      "tokens_minted_total",
+		Help:      "Sign-in tokens minted through the API, by credential.",
+	}, []string{"credential"})
+	redemptions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ssogate",
+		Name:      "redemptions_total",
+		Help:      "Redeem requests by route and result: success, rejected (malformed, unknown, used or expired token), bad_redirect, rate_limited, store_unavailable.",
+	}, []string{"route", "result"})
+	sessionsCreated = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ssogate",
+		Name:      "sessions_created_total",
+		Help:      "Sessions created by successful redemptions.",
+	})
+	revocations = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ssogate",
+		Name:      "revocations_total",
+		Help:      "Admin revocations of a user's sessions.",
+	})
+	storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ssogate",
+		Name:      "store_errors_total",
+		Help:      "Store operations that failed because the store could not answer, by operation.",
+	}, []string{"op"})
+	redeemDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "ssogate",
+		Name:      "redeem_duration_seconds",
+		Help:      "Time to answer a redeem request, store round trips included.",
+		Buckets:   []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
+)
+
+// The results of a redeem request, the values of redemptions_total's label.
+const (
+	redeemSuccess          = "success"
+	redeemRejected         = "rejected"
+	redeemBadRedirect      = "bad_redirect"
+	redeemRateLimited      = "rate_limited"
+	redeemStoreUnavailable = "store_unavailable"
+)
+
+var redeemResults = []string{redeemSuccess, redeemRejected, redeemBadRedirect, redeemRateLimited, redeemStoreUnavailable}
+
+// storeOps are the values of store_errors_total's label, one per Store method
+// that talks to the store.
+var storeOps = []string{"add_token", "take_token", "use_once", "add_session", "session", "delete_session", "revoke_user"}
+
+// registerMetrics adds the collectors to reg, and makes every series the
+// handler can produce visible at zero, so that rate() works from the first
+// event and dashboards show the routes before anyone uses them.
+func (h *Handler) registerMetrics(reg *prometheus.Registry) error {
+	if reg == nil {
+		return nil // a context made outside a config load (tests)
+	}
+	for _, c := range []prometheus.Collector{tokensMinted, redemptions, sessionsCreated, revocations, storeErrors, redeemDuration} {
+		if err := reg.Register(c); err != nil {
+			// Several ssogate handlers in one config share the
+			// collectors; anything else by those names is a conflict.
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) || are.ExistingCollector != c {
+				return fmt.Errorf("registering metrics: %w", err)
+			}
+		}
+	}
+	for _, rt := range h.routes {
+		for _, res := range redeemResults {
+			redemptions.WithLabelValues(rt.name, res)
+		}
+	}
+	for _, c := range h.Credentials {
+		tokensMinted.WithLabelValues(c.ID)
+	}
+	for _, op := range storeOps {
+		storeErrors.WithLabelValues(op)
+	}
+	return nil
+}
+
+// countRedeem records the result of one redeem request.
+func countRedeem(rt *redeemRoute, result string) {
+	redemptions.WithLabelValues(rt.name, result).Inc()
+}
+
+// observeRedeem records the duration of a redeem request begun at start.
+func observeRedeem(start time.Time) {
+	redeemDuration.Observe(time.Since(start).Seconds())
+}
