@@ -56,7 +56,11 @@ type Handler struct {
 	Credentials []*Credential `json:"credentials,omitempty"`
 
 	// Secrets for HMAC-signed tokens, by key id (the token payload's "kid").
-	// Several at once allow rotation. Each at least 32 bytes.
+	// Several at once allow rotation: add the new kid, move the minters to
+	// it, then remove the old one, which refuses every token still signed
+	// with it. Each at least 32 bytes. Global placeholders such as
+	// {env.SSOGATE_SIGNING_KEY} are resolved when the config loads, so the
+	// secret need not be in the config file.
 	SigningKeys map[string]string `json:"signing_keys,omitempty"`
 
 	// How long a minted token stays valid. Default: 30s. At most 5m.

@@ -1,0 +1,62 @@
+package caddymodule
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// What hash-key prints must be what the gateway compares with: a key written
+// the way an operator does (a file with a newline, a pasted line) is accepted
+// with the key_sha256 made from it.
+func TestHashKeyMatchesAuthenticate(t *testing.T) {
+	const key = "a-partner-key-0123456789abcdef"
+	for _, typed := range []string{key, key + "\n", key + "\r\n", "  " + key + "\t"} {
+		clean, err := cleanKey(typed)
+		if err != nil {
+			t.Fatalf("cleanKey(%q): %v", typed, err)
+		}
+		c := &Credential{ID: "c", KeySHA256: hashKey(clean), User: "u"}
+		cs, err := newCredentials([]*Credential{c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := http.NewRequest(http.MethodPost, "/sso/tokens", nil)
+		r.Header.Set("Authorization", "Bearer "+key)
+		if cs.authenticate(r) != c {
+			t.Errorf("key typed as %q: the gateway refuses the key its hash was made from", typed)
+		}
+	}
+}
+
+func TestCleanKeyRefuses(t *testing.T) {
+	for _, key := range []string{"", " \n", "a\x00b-0123456789abcdef", "key\nsecond-line"} {
+		if _, err := cleanKey(key); err == nil {
+			t.Errorf("cleanKey(%q): no error", key)
+		}
+	}
+}
+
+func TestMintKeyFromFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "key")
+	if err := os.WriteFile(file, []byte("file-key-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if key, err := mintKey(file); err != nil || key != "file-key-0123456789abcdef" {
+		t.Errorf("mintKey(file) = %q, %v", key, err)
+	}
+	t.Setenv("SSOGATE_API_KEY", "env-key-0123456789abcdef")
+	if key, err := mintKey(""); err != nil || key != "env-key-0123456789abcdef" {
+		t.Errorf("mintKey from $SSOGATE_API_KEY = %q, %v", key, err)
+	}
+	if _, err := mintKey(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "--key-file") {
+		t.Errorf("missing key file: %v", err)
+	}
+	t.Setenv("SSOGATE_API_KEY", "")
+	if _, err := mintKey(""); err == nil {
+		t.Error("no key file and no $SSOGATE_API_KEY: no error")
+	}
+}
