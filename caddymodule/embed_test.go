@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/ssogate/ssogate/internal/token"
@@ -466,5 +467,55 @@ func TestEmbedFlushStreams(t *testing.T) {
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil || string(rest) != "data: second\n\n" {
 		t.Fatalf("second event: %q, %v", rest, err)
+	}
+}
+
+// embed_from takes one or more origins and may repeat; the cookie switch
+// takes on or off. Anything else is a Caddyfile error.
+func TestEmbedCaddyfile(t *testing.T) {
+	on, off := true, false
+	for _, tt := range []struct {
+		input     string
+		embedFrom []string
+		rewrite   *bool
+		err       string // "" when it must parse
+	}{
+		{"ssogate {\n embed_from https://emr.test:9443 https://*.example.com\n}", embedOrigins, nil, ""},
+		{"ssogate {\n embed_from https://a.test\n embed_from https://b.test\n rewrite_upstream_cookies off\n}", []string{"https://a.test", "https://b.test"}, &off, ""},
+		{"ssogate {\n rewrite_upstream_cookies on\n}", nil, &on, ""},
+		{"ssogate {\n embed_from\n}", nil, nil, "wrong argument count"},
+		{"ssogate {\n rewrite_upstream_cookies\n}", nil, nil, "wrong argument count"},
+		{"ssogate {\n rewrite_upstream_cookies off on\n}", nil, nil, "wrong argument count"},
+		{"ssogate {\n rewrite_upstream_cookies no\n}", nil, nil, "want on or off"},
+	} {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: error %v, want one containing %q", tt.input, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.input, err)
+			continue
+		}
+		if !reflect.DeepEqual(h.EmbedFrom, tt.embedFrom) || !reflect.DeepEqual(h.RewriteUpstreamCookies, tt.rewrite) {
+			t.Errorf("%q: embed_from %q, rewrite %v; want %q, %v", tt.input, h.EmbedFrom, h.RewriteUpstreamCookies, tt.embedFrom, tt.rewrite)
+		}
+	}
+}
+
+// A bad origin stops the config from loading, naming the entry; it never
+// reaches a header.
+func TestEmbedProvisionRejectsBadOrigins(t *testing.T) {
+	for _, origin := range []string{"emr.test", "http://emr.test", "https://emr.test/app", "*", "https://*.com", "https://a.test, https://b.test", "'self'"} {
+		h := &Handler{EmbedFrom: []string{"https://ok.test", origin}}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		err := h.Provision(ctx)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "embed_from") || !strings.Contains(err.Error(), origin) {
+			t.Errorf("embed_from %q: error %v, want one naming embed_from and the entry", origin, err)
+		}
 	}
 }

@@ -85,9 +85,13 @@ type Handler struct {
 
 	// Origins allowed to frame the portal, such as https://emr.example.com
 	// or https://*.example.com. Setting it makes every response carry
-	// `Content-Security-Policy: frame-ancestors 'self' <origins>`, removes
-	// the upstream's X-Frame-Options, and makes the session cookie
-	// `SameSite=None; Partitioned` so it works in a third-party iframe.
+	// `Content-Security-Policy: frame-ancestors 'self' <origins>` (skip
+	// paths and the gateway's own answers too; the upstream's other CSP
+	// directives are kept), removes the upstream's X-Frame-Options, and
+	// makes the session cookie `SameSite=None; Secure; HttpOnly;
+	// Partitioned`, so it is sent in a third-party iframe even where
+	// third-party cookies are blocked. Default: none; the gateway's own
+	// pages then forbid framing and upstream framing headers pass unchanged.
 	EmbedFrom []string `json:"embed_from,omitempty"`
 
 	// With embed_from, rewrite the upstream's own Set-Cookie headers to
