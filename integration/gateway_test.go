@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/ssogate/ssogate/integration/harness"
+)
+
+// API keys of the test credentials; only their hashes go into Caddyfiles.
+const (
+	orgAKey   = "it-org-a-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+	clinicKey = "it-clinic-7-f9e8d7c6b5a493827160f5e4d3c2b1a0"
+)
+
+func keyHash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// gateway is a real Caddy with ssogate on https://portal.test:<port>, in front
+// of a real upstream.
+type gateway struct {
+	caddy    *harness.Caddy
+	upstream *harness.Upstream
+	port     int
+	base     string // https://portal.test:<port>
+	client   *http.Client
+}
+
+// gatewayOptions shape the Caddyfile of startGateway.
+type gatewayOptions struct {
+	store  string // the store line, e.g. "store redis redis://…"; default memory
+	extra  string // more ssogate subdirectives
+	global string // more global options
+	port   int    // default: a free port
+	// rateLimit is the redeem_rate_limit line. Default: off, because every
+	// test client shares 127.0.0.1 and many tests fail redemptions on purpose.
+	rateLimit string
+}
+
+// gatewayCaddyfile is SPEC's minimal Caddyfile, parameterised.
+func gatewayCaddyfile(port int, upstream string, o gatewayOptions) string {
+	if o.store == "" {
+		o.store = "store memory"
+	}
+	if o.rateLimit == "" {
+		o.rateLimit = "redeem_rate_limit off"
+	}
+	return fmt.Sprintf(`{
+	admin off
+	skip_install_trust
+	auto_https disable_redirects
+	%s
+}
+https://portal.test:%d {
+	tls internal
+	ssogate {
+		%s
+		credential emr-org-a {
+			key_sha256 %s
+			users *
+			claims group=org-a
+			allow mint revoke
+		}
+		credential clinic-7 {
+			key_sha256 %s
+			user hcp-7
+		}
+		redirect_hosts portal.test app.example.com
+		%s
+		%s
+	}
+	reverse_proxy %s
+}
+`, o.global, port, o.store, keyHash(orgAKey), keyHash(clinicKey), o.rateLimit, o.extra, upstream)
+}
+
+func startGateway(t *testing.T, o gatewayOptions) *gateway {
+	t.Helper()
+	up := harness.StartUpstream(t)
+	port := o.port
+	if port == 0 {
+		port = harness.FreePort(t)
+	}
+	c := harness.StartCaddy(t, gatewayCaddyfile(port, up.Addr(), o), harness.CaddyOptions{})
+	hostport := fmt.Sprintf("portal.test:%d", port)
+	c.WaitHTTPS(t, hostport)
+	return &gateway{caddy: c, upstream: up, port: port, base: "https://" + hostport, client: c.Client(t)}
+}
+
+// do sends a request; header pairs are "Name: value" strings.
+func (g *gateway) do(t *testing.T, method, path, body string, cookie *http.Cookie, headers ...string) *http.Response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	url := path
+	if strings.HasPrefix(path, "/") {
+		url = g.base + path
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ":")
+		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	if cookie != nil {
+		req.AddCookie(cookie)
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// mintResult is the 201 body of POST /sso/tokens.
+type mintResult struct {
+	ID, SSOToken, UserID, CreatedByApplicationID, CreationTimestamp, ExpiresAt, URL string
+}
+
+// mint calls the API and fails the test unless it answers 201.
+func (g *gateway) mint(t *testing.T, key, body string) mintResult {
+	t.Helper()
+	resp := g.do(t, http.MethodPost, "/sso/tokens", body, nil, "Authorization: Bearer "+key, "Content-Type: application/json")
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("mint %s: %s %s", body, resp.Status, b)
+	}
+	var m mintResult
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("mint answer %s: %v", b, err)
+	}
+	return m
+}
+
+// signIn redeems a fresh token for user and returns the session cookie.
+func (g *gateway) signIn(t *testing.T, user string) *http.Cookie {
+	t.Helper()
+	m := g.mint(t, orgAKey, `{"userId":"`+user+`"}`)
+	resp := g.do(t, http.MethodGet, m.URL, "", nil)
+	c := sessionCookie(resp)
+	if resp.StatusCode != http.StatusFound || c == nil {
+		t.Fatalf("redeem: %s, cookie %v", resp.Status, c)
+	}
+	return c
+}
+
+// sessionCookie is the __Host-ssogate cookie a response sets, or nil.
+func sessionCookie(resp *http.Response) *http.Cookie {
+	for _, c := range resp.Cookies() {
+		if c.Name == "__Host-ssogate" {
+			return c
+		}
+	}
+	return nil
+}
+
+// upstreamSaw decodes the upstream's JSON echo of what it received.
+type upstreamSaw struct {
+	Path   string `json:"path"`
+	User   string `json:"user"`
+	Claims string `json:"claims"`
+}
+
+func readUpstream(t *testing.T, resp *http.Response) upstreamSaw {
+	t.Helper()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("proxied request: %s %s", resp.Status, b)
+	}
+	var s upstreamSaw
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("upstream answer %s: %v", b, err)
+	}
+	return s
+}
