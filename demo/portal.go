@@ -46,7 +46,7 @@ var portalPage = template.Must(template.New("portal").Parse(`<!doctype html>
 <p>Signed in as <strong id="user">{{.User}}</strong></p>
 <p>X-Forwarded-Claims: <code id="claims">{{.Claims}}</code></p>
 <p>Page <code>{{.Path}}</code>, {{.Visits}}</p>
-<p><a href="/patients/6422">Another page</a> ·
-<form method="post" action="/sso/logout" style="display:inline"><button>Sign out</button></form></p>
+<div><a href="/patients/6422">Another page</a> ·
+<form method="post" action="/sso/logout" style="display:inline"><button>Sign out</button></form></div>
 </body></html>
 `))
