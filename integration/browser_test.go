@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"html"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,6 +130,30 @@ func (s *browserSites) embedPage(t *testing.T, gateway, host, user, prefix strin
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("https://%s:%d/%s", host, s.pagesPort, name)
+}
+
+// redeemSetCookie mints a link at gateway, redeems it without a browser and
+// returns the Set-Cookie line of the answer.
+func (s *browserSites) redeemSetCookie(t *testing.T, gateway string) string {
+	t.Helper()
+	hc := s.caddy.Client(t)
+	c := client.Client{BaseURL: gateway, APIKey: browserAPIKey, HTTPClient: hc}
+	ctx, cancel := context.WithTimeout(context.Background(), browserWait)
+	defer cancel()
+	tok, err := c.Mint(ctx, client.MintRequest{UserID: "browser-http"})
+	if err != nil {
+		t.Fatalf("mint at %s: %v", gateway, err)
+	}
+	resp, err := hc.Get(tok.URL)
+	if err != nil {
+		t.Fatalf("redeem: %v", err)
+	}
+	resp.Body.Close()
+	lines := resp.Header.Values("Set-Cookie")
+	if resp.StatusCode != http.StatusFound || len(lines) != 1 {
+		t.Fatalf("redeem: %d with Set-Cookie %q; want 302 with one cookie", resp.StatusCode, lines)
+	}
+	return lines[0]
 }
 
 // upstreamSaw returns the requests under prefix that reached the portal.
@@ -384,6 +409,12 @@ func TestBrowserEmbed(t *testing.T) {
 	t.Run("control: an unpartitioned session cookie is blocked", func(t *testing.T) {
 		start := time.Now()
 		const prefix = "/unpartitioned"
+		// The control is only one if the cookie differs from the real
+		// one by Partitioned alone.
+		line := s.redeemSetCookie(t, s.unpartitioned)
+		if c, err := http.ParseSetCookie(line); err != nil || c.Partitioned || c.SameSite != http.SameSiteNoneMode || !c.Secure || !c.HttpOnly {
+			t.Fatalf("session cookie %q (%v); want SameSite=None, Secure, HttpOnly and not Partitioned", line, err)
+		}
 		b := openEmbedPage(t, s.embedPage(t, s.unpartitioned, "emr.test", "browser-user-4", prefix))
 		fctx := harness.FrameContext(b.ctx, t, s.unpartitioned+"/")
 		f := browserFrameWhen(t, fctx, "the frame settled", func(f browserFrame) bool {
