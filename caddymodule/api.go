@@ -232,6 +232,7 @@ func (h *Handler) serveRevoke(w http.ResponseWriter, r *http.Request) error {
 		h.storeFailed("revoke", err)
 		return h.fail(w, r, errStoreUnavailable, true)
 	}
+	h.forget(store.Invalidation{UserID: userID})
 	h.audit(zapcore.InfoLevel, "revoked", zap.String("credential", cred.ID), zap.String("user", userID), zap.Int("sessions", n))
 	revocations.Inc()
 	return writeJSON(w, http.StatusOK, map[string]any{"userId": userID, "revoked": n})

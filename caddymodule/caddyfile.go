@@ -44,6 +44,7 @@ func init() {
 //		redeem                   redirect|consume_ssotoken|auth off | <path> [<token_param> [<redirect_param>]]
 //		api_prefix               <path>
 //		redeem_rate_limit        <failures> <window> | off
+//		session_cache            <size> <ttl> | off
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var s Handler
@@ -195,6 +196,8 @@ func (s *Handler) unmarshalExtra(d *caddyfile.Dispenser) error {
 	switch d.Val() {
 	case "redeem_rate_limit":
 		return s.unmarshalRateLimit(d)
+	case "session_cache":
+		return s.unmarshalSessionCache(d)
 	}
 	return d.Errf("unrecognized subdirective %q", d.Val())
 }

@@ -187,6 +187,7 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 	// previous session, if any, ends.
 	if _, oldKey, err := h.currentSession(r); err == nil {
 		_ = h.store.DeleteSession(r.Context(), oldKey)
+		h.forget(store.Invalidation{SessionKey: oldKey})
 	}
 	id, err := h.newSession(r.Context(), grant.UserID, grant.Claims)
 	if err != nil {

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -23,7 +21,7 @@ const sessionIDLen = 43
 // serveGated lets the request through to next only with a valid session, with
 // the identity headers and placeholders set from it.
 func (h *Handler) serveGated(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	sess, _, err := h.currentSession(r)
+	id, _, err := h.requestSession(r)
 	if err != nil {
 		if errors.Is(err, store.ErrUnavailable) {
 			h.storeFailed("session check", err)
@@ -36,31 +34,18 @@ func (h *Handler) serveGated(w http.ResponseWriter, r *http.Request, next caddyh
 		}
 		return h.fail(w, r, errNotSignedIn, false)
 	}
-	h.setIdentity(r, sess)
+	h.applyIdentity(r, id)
 	return next.ServeHTTP(w, r)
 }
 
-// currentSession returns the session of the request's cookie. A browser may send
-// the cookie twice (partitioned and not, after embed_from was turned on), so
-// each copy is tried.
+// currentSession returns the session of the request's cookie and its store
+// key; the session's Claims are shared with the cache and must not be modified.
 func (h *Handler) currentSession(r *http.Request) (store.Session, string, error) {
-	err := store.ErrNotFound
-	for _, c := range r.CookiesNamed(h.CookieName) {
-		if len(c.Value) != sessionIDLen || token.Classify(c.Value) != token.Opaque {
-			continue
-		}
-		key := token.Hash(c.Value)
-		var s store.Session
-		s, err = h.store.Session(r.Context(), key, time.Duration(h.SessionIdle))
-		if err == nil && time.Now().Before(s.ExpiresAt) {
-			return s, key, nil
-		}
-		if errors.Is(err, store.ErrUnavailable) {
-			return store.Session{}, "", err
-		}
-		err = store.ErrNotFound
+	id, k, err := h.requestSession(r)
+	if err != nil {
+		return store.Session{}, "", err
 	}
-	return store.Session{}, "", err
+	return id.session(), k.hex(), nil
 }
 
 // newSession stores a fresh session for t's user and returns its id, which is
@@ -98,35 +83,10 @@ func (h *Handler) sessionCookie(id string) *http.Cookie {
 	return c
 }
 
-// setIdentity tells the upstream who is signed in, through headers the client
-// could not have set (ServeHTTP strips them) and Caddy placeholders.
+// setIdentity sets s's identity headers and placeholders on r, as the gate
+// does (which prepares them once per cached session, see applyIdentity).
 func (h *Handler) setIdentity(r *http.Request, s store.Session) {
-	r.Header.Set(h.UserHeader, s.UserID)
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl != nil {
-		repl.Set("http.auth.user.id", s.UserID)
-	}
-	if len(s.Claims) == 0 {
-		return
-	}
-	keys := make([]string, 0, len(s.Claims))
-	for k := range s.Claims {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(';')
-		}
-		b.WriteString(escapeClaim(k))
-		b.WriteByte('=')
-		b.WriteString(escapeClaim(s.Claims[k]))
-		if repl != nil {
-			repl.Set("http.auth.user."+k, s.Claims[k])
-		}
-	}
-	r.Header.Set(h.ClaimsHeader, b.String())
+	h.applyIdentity(r, newIdentity(s))
 }
 
 // escapeClaim percent-encodes what would break the k=v;k=v format or the header.
@@ -189,6 +149,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 			h.storeFailed("logout", err)
 			return h.fail(w, r, errStoreUnavailable, false)
 		}
+		h.forget(store.Invalidation{SessionKey: key})
 		h.audit(zapcore.InfoLevel, "logout", zap.String("user", sess.UserID), zap.String("session", token.LogID(c.Value)))
 	}
 	w.Header().Set("Cache-Control", "no-store")

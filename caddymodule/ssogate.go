@@ -126,6 +126,10 @@ type Handler struct {
 	// Failed redemptions allowed per client IP. Default: 30 per minute.
 	RedeemRateLimit *RedeemRateLimit `json:"redeem_rate_limit,omitempty"`
 
+	// The in-memory cache of validated sessions, which spares most
+	// signed-in requests a store round trip. Default: 10000 sessions, 30s.
+	SessionCache *SessionCache `json:"session_cache,omitempty"`
+
 	store     store.Store
 	logger    *zap.Logger
 	policy    redirect.Policy
@@ -140,6 +144,9 @@ type Handler struct {
 	pageCSP        string // CSP of the gateway's own pages
 
 	limiter *failureLimiter // nil with redeem_rate_limit off
+
+	cache       *sessionCache // nil with session_cache off
+	unsubscribe func()        // ends the cache's store subscription
 }
 
 // CaddyModule returns the Caddy module information.
@@ -246,6 +253,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionRateLimit(); err != nil {
 		return err
 	}
+	if err := h.provisionSessionCache(); err != nil {
+		return err
+	}
 	return h.registerMetrics(ctx.GetMetricsRegistry())
 }
 
@@ -268,9 +278,14 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup is a no-op for the handler itself: Caddy cleans up the store module
-// it loaded, which releases its share of the usage pool.
-func (h *Handler) Cleanup() error { return nil }
+// Cleanup ends the session cache's subscription to the store. Caddy cleans
+// up the store module it loaded, which releases its share of the usage pool.
+func (h *Handler) Cleanup() error {
+	if h.unsubscribe != nil {
+		h.unsubscribe()
+	}
+	return nil
+}
 
 // ServeHTTP routes the request: redeem routes and the API are answered here,
 // everything else goes through the session gate to next.
