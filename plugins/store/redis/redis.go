@@ -11,7 +11,20 @@
 //
 // Every operation that must be atomic touches a single key (GETDEL, SET NX,
 // GETEX), so the schema works unchanged on Cluster, where multi-key operations
-// would need every key in one slot.
+// would need every key in one slot; the keys carry no hash tags, and are
+// exactly the names above. A session, its user index and a logout's event are
+// written with a plain pipeline (no MULTI), which go-redis's cluster client
+// splits by slot and sends to each node; only the session record itself must
+// be whole. Events use classic PUBLISH, which a Cluster forwards to every
+// node, so an instance hears them whichever node it subscribed on.
+//
+// With Sentinel, go-redis asks the sentinels for the master and follows their
+// +switch-master announcements, so a failover needs no restart: requests that
+// meet the old master fail closed (503) until the new one answers.
+//
+// Timeouts are short on purpose (dial 1s, read and write 500ms, one dial per
+// attempt, one retry): when Redis is gone the gateway must say so within about
+// two seconds at worst, not hold every request and its connection.
 package redis
 
 import (
@@ -59,7 +72,8 @@ type Redis struct {
 	// Prefix of every key and of the pub/sub channel. Default: "ssogate:".
 	KeyPrefix string `json:"key_prefix,omitempty"`
 	// How long to wait to connect, and for a reply. A redeem or a session
-	// check waits at most about dial + read before answering 503.
+	// check answers 503 at once when Redis refuses connections, and within
+	// about two dial timeouts when its host does not answer at all.
 	// Defaults: 1s, 500ms, 500ms.
 	DialTimeout  caddy.Duration `json:"dial_timeout,omitempty"`
 	ReadTimeout  caddy.Duration `json:"read_timeout,omitempty"`
