@@ -23,6 +23,7 @@ type connection struct {
 	key    string
 	client goredis.UniversalClient
 	subs   store.Subscribers
+	pubsub *goredis.PubSub
 	stop   context.CancelFunc
 	done   chan struct{}
 }
@@ -33,7 +34,8 @@ func connect(key string, opts *goredis.UniversalOptions, channel string, logger 
 	val, _, err := connections.LoadOrNew(key, func() (caddy.Destructor, error) {
 		ctx, stop := context.WithCancel(context.Background())
 		c := &connection{key: key, client: goredis.NewUniversalClient(opts), stop: stop, done: make(chan struct{})}
-		go c.listen(ctx, channel, logger)
+		c.pubsub = c.client.Subscribe(ctx, channel)
+		go c.listen(ctx, logger)
 		return c, nil
 	})
 	if err != nil {
@@ -50,6 +52,9 @@ func (c *connection) release() error {
 // Destruct implements caddy.Destructor.
 func (c *connection) Destruct() error {
 	c.stop()
+	// Closing the subscription ends a receive that would otherwise wait
+	// out its heartbeat.
+	_ = c.pubsub.Close()
 	<-c.done
 	return c.client.Close()
 }
@@ -57,10 +62,9 @@ func (c *connection) Destruct() error {
 // listen forwards invalidations until ctx ends. Whenever the subscription may
 // have missed messages (it broke, or was just made again), subscribers are told
 // to forget everything: a cache must never outlive a revocation it did not hear.
-func (c *connection) listen(ctx context.Context, channel string, logger *zap.Logger) {
+func (c *connection) listen(ctx context.Context, logger *zap.Logger) {
 	defer close(c.done)
-	ps := c.client.Subscribe(ctx, channel)
-	defer ps.Close()
+	ps := c.pubsub
 	const heartbeat = time.Second
 	broken := false
 	for {
