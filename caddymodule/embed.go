@@ -40,7 +40,7 @@ func (h *Handler) wrapResponse(w http.ResponseWriter) http.ResponseWriter {
 	if h.frameAncestors == "" {
 		return w
 	}
-	return &embedWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h}
+	return &embedWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, h: h}
 }
 
 // embedWriter rewrites framing headers and cookies once, just before the
@@ -48,7 +48,7 @@ func (h *Handler) wrapResponse(w http.ResponseWriter) http.ResponseWriter {
 // Write or ReadFrom without one, or a Flush. Every other capability (Hijack,
 // deadlines, full duplex) is reached through Unwrap by http.ResponseController.
 type embedWriter struct {
-	*caddyhttp.ResponseWriterWrapper
+	caddyhttp.ResponseWriterWrapper // by value: one allocation per response, not two
 	h       *Handler
 	written bool
 }
