@@ -48,7 +48,8 @@ func (h *Handler) wrapResponse(w http.ResponseWriter) http.ResponseWriter {
 // Write or ReadFrom without one, or a Flush. Every other capability (Hijack,
 // deadlines, full duplex) is reached through Unwrap by http.ResponseController.
 type embedWriter struct {
-	caddyhttp.ResponseWriterWrapper // by value: one allocation per response, not two
+	// By value, so a response costs one allocation, not two.
+	caddyhttp.ResponseWriterWrapper
 	h       *Handler
 	written bool
 }
