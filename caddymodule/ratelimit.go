@@ -26,7 +26,8 @@ import (
 // and client_ip_headers are honoured. IPv6 clients are counted per /64, the
 // smallest network a single host is normally given.
 type RedeemRateLimit struct {
-	// Failed redemptions allowed per client IP within Window. Default: 30.
+	// Failed redemptions allowed per client IP within Window, at most
+	// 1000. Default: 30.
 	Failures int `json:"failures,omitempty"`
 	// The sliding window the failures are counted in. Default: 1m.
 	Window caddy.Duration `json:"window,omitempty"`
@@ -39,11 +40,23 @@ const (
 	defaultRedeemWindow   = time.Minute
 	// maxRedeemFailures bounds the memory one client can take (a timestamp
 	// per failure).
-	maxRedeemFailures = 10000
-	// maxRateLimitClients bounds the table: past it, the longest-idle
-	// client is forgotten. At the default limit that is at most ~25 MB.
+	maxRedeemFailures = 1000
+	// rateLimitMemory is what the table of clients may take at most; past
+	// it, the longest-idle client is forgotten. It holds 65536 clients at
+	// the default limit, fewer for higher limits.
+	rateLimitMemory = 32 << 20
+	// maxRateLimitClients caps the table however low the limit, and
+	// minRateLimitClients keeps a useful table however high.
 	maxRateLimitClients = 1 << 16
+	minRateLimitClients = 1 << 12
 )
+
+// rateLimitClients is how many clients the table keeps at a limit of n
+// failures: each costs a timestamp per failure plus about 256 bytes of map,
+// list and record.
+func rateLimitClients(n int) int {
+	return min(max(rateLimitMemory/(8*n+256), minRateLimitClients), maxRateLimitClients)
+}
 
 // provisionRateLimit sets up the limiter of redeem_rate_limit.
 func (h *Handler) provisionRateLimit() error {
@@ -68,7 +81,7 @@ func (h *Handler) provisionRateLimit() error {
 	if window < 0 {
 		return fmt.Errorf("redeem_rate_limit: window %s: must be positive", window)
 	}
-	h.limiter = newFailureLimiter(n, window, maxRateLimitClients, time.Now)
+	h.limiter = newFailureLimiter(n, window, rateLimitClients(n), time.Now)
 	return nil
 }
 

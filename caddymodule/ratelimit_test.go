@@ -163,6 +163,14 @@ func TestLimiterIsSafeForConcurrentUse(t *testing.T) {
 	t.Logf("%d of 1600 refused", refused.Load())
 }
 
+func TestRateLimitTableSize(t *testing.T) {
+	for n, want := range map[int]int{1: 1 << 16, 30: 1 << 16, 100: 32 << 20 / 1056, 1000: 1 << 12} {
+		if got := rateLimitClients(n); got != want {
+			t.Errorf("rateLimitClients(%d) = %d, want %d", n, got, want)
+		}
+	}
+}
+
 func TestNilLimiterAllowsEverything(t *testing.T) {
 	var l *failureLimiter
 	if _, _, ok := l.begin("x"); !ok {
@@ -237,7 +245,7 @@ func TestRateLimitProvision(t *testing.T) {
 		{json: `{"redeem_rate_limit":{"window":"10s"}}`, limit: 30, window: 10 * time.Second},
 		{json: `{"redeem_rate_limit":{"disabled":true}}`},
 		{json: `{"redeem_rate_limit":{"failures":-1}}`, err: "want 1 to"},
-		{json: `{"redeem_rate_limit":{"failures":10001}}`, err: "want 1 to"},
+		{json: `{"redeem_rate_limit":{"failures":1001}}`, err: "want 1 to"},
 		{json: `{"redeem_rate_limit":{"window":"-1s"}}`, err: "must be positive"},
 	} {
 		var h Handler
