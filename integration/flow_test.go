@@ -72,9 +72,14 @@ func flowSignInAndProxy(t *testing.T, g *gateway) {
 		}
 	}
 
+	g.upstream.Reset()
 	saw := readUpstream(t, g.do(t, http.MethodGet, "/app/", "", c))
 	if saw.User != "alice" || saw.Claims != "group=org-a" || saw.Path != "/app/" {
 		t.Fatalf("upstream saw %+v; want alice with group=org-a at /app/", saw)
+	}
+	reqs := g.upstream.Requests()
+	if len(reqs) != 1 || reqs[0].Header.Get("X-Auth-Id") != "alice" || reqs[0].Header.Get("X-Auth-Group") != "org-a" {
+		t.Fatalf("placeholders {http.auth.user.id}/{http.auth.user.group} reached the upstream as %v", reqs)
 	}
 }
 

@@ -77,7 +77,11 @@ https://portal.test:%d {
 		%s
 		%s
 	}
-	reverse_proxy %s
+	reverse_proxy %s {
+		# Caddy's placeholders, as a portal that wants other header names would use them.
+		header_up X-Auth-Id {http.auth.user.id}
+		header_up X-Auth-Group {http.auth.user.group}
+	}
 }
 `, o.global, port, o.store, keyHash(orgAKey), keyHash(clinicKey), o.rateLimit, o.extra, upstream)
 }
