@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -310,12 +311,13 @@ func openLoop(addr string, workers, n int, interval time.Duration, next func(i i
 			}
 		})
 	}
+	// The schedule is kept by this goroutine alone, on its own thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	start := time.Now()
 	for i := range n {
 		due := start.Add(time.Duration(i) * interval)
-		if wait := time.Until(due); wait > 0 {
-			time.Sleep(wait)
-		}
+		sleepUntil(due)
 		jobs <- job{due: due, req: next(i)}
 	}
 	close(jobs)

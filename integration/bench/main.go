@@ -108,7 +108,7 @@ type target struct {
 
 func run(t *benchTB, o options, root string) string {
 	began := time.Now()
-	r := &report{opts: o, date: began.UTC().Format("2006-01-02 15:04 MST")}
+	r := &report{opts: o, date: began.UTC().Format("2006-01-02 15:04 MST"), loadBefore: loadAverage()}
 
 	log.Print("starting redis-server, the upstream and three Caddy instances")
 	rds := harness.StartRedis(t)
@@ -203,6 +203,7 @@ func run(t *benchTB, o options, root string) string {
 	r.goBench = goBenchmarks(t, root, o.benchtime)
 
 	r.cpu = cpuModel()
+	r.loadAfter = loadAverage()
 	r.took = time.Since(began)
 	return r.markdown()
 }
@@ -460,6 +461,16 @@ func goBenchmarks(t *benchTB, root, benchtime string) []string {
 		t.Fatalf("go test -bench printed no results:\n%s", out)
 	}
 	return lines
+}
+
+// loadAverage is the 1-minute load average, to tell a quiet machine's
+// numbers from a busy one's.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 func cpuModel() string {
