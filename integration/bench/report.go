@@ -16,13 +16,13 @@ type round struct {
 
 // report is everything one run measured.
 type report struct {
-	opts  options
-	date  string
-	cpu   string
-	took  time.Duration
+	opts options
+	date string
+	cpu  string
+	took time.Duration
 	// 1-minute load averages before and after the run.
 	loadBefore, loadAfter string
-	notes []string
+	notes                 []string
 
 	targets    []string // plain first: the reference of the ratios
 	throughput map[string][]round
