@@ -34,11 +34,13 @@ import (
 // A session past its absolute expiry (session_ttl) is never served.
 //
 // Logout and revocation reach every instance through the store's
-// invalidation events (Redis pub/sub), normally within milliseconds. When
-// those events may have been missed (the redis store's channel was lost, or
-// was just made again), the cache is emptied and not used for a few seconds;
-// while the channel stays down that repeats, so the cache is bypassed for the
-// whole outage and every request asks the store.
+// invalidation events (Redis pub/sub on <prefix>events), normally within
+// milliseconds; the instance that ends a session forgets it at once. When
+// events may have been missed (the redis store's channel was lost, or was
+// just made, as at start-up), the cache is emptied and not used for 3
+// seconds; while the channel stays down that repeats, so the cache is
+// bypassed for the whole outage and every request asks the store (which,
+// if Redis itself is down, answers 503: nothing is served from memory alone).
 type SessionCache struct {
 	// Sessions kept at most. Past it, the least recently used are
 	// forgotten (approximately). Default: 10000.
