@@ -39,8 +39,10 @@ import (
 // events may have been missed (the redis store's channel was lost, or was
 // just made, as at start-up), the cache is emptied and not used for 3
 // seconds; while the channel stays down that repeats, so the cache is
-// bypassed for the whole outage and every request asks the store (which,
-// if Redis itself is down, answers 503: nothing is served from memory alone).
+// bypassed for the whole outage and every request asks the store. When
+// Redis itself goes down the channel breaks with it, and requests get 503;
+// whatever happens, no session is served from memory for longer than TTL
+// without the store confirming it.
 type SessionCache struct {
 	// Sessions kept at most. Past it, the least recently used are
 	// forgotten (approximately). Default: 10000.
