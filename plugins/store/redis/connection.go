@@ -3,7 +3,9 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -20,12 +22,15 @@ var connections = caddy.NewUsagePool()
 // connection is one client and the subscription that turns other instances'
 // logouts and revocations into invalidations.
 type connection struct {
-	key    string
-	client goredis.UniversalClient
-	subs   store.Subscribers
+	key     string
+	channel string
+	client  goredis.UniversalClient
+	subs    store.Subscribers
+	stop    context.CancelFunc
+	done    chan struct{}
+
+	mu     sync.Mutex // guards pubsub, which listen replaces when it goes silent
 	pubsub *goredis.PubSub
-	stop   context.CancelFunc
-	done   chan struct{}
 }
 
 // connect returns the connection for key (the store's settings), making it with
@@ -33,7 +38,7 @@ type connection struct {
 func connect(key string, opts *goredis.UniversalOptions, channel string, logger *zap.Logger) (*connection, error) {
 	val, _, err := connections.LoadOrNew(key, func() (caddy.Destructor, error) {
 		ctx, stop := context.WithCancel(context.Background())
-		c := &connection{key: key, client: goredis.NewUniversalClient(opts), stop: stop, done: make(chan struct{})}
+		c := &connection{key: key, channel: channel, client: goredis.NewUniversalClient(opts), stop: stop, done: make(chan struct{})}
 		c.pubsub = c.client.Subscribe(ctx, channel)
 		go c.listen(ctx, logger)
 		return c, nil
@@ -54,19 +59,33 @@ func (c *connection) Destruct() error {
 	c.stop()
 	// Closing the subscription ends a receive that would otherwise wait
 	// out its heartbeat.
+	c.mu.Lock()
 	_ = c.pubsub.Close()
+	c.mu.Unlock()
 	<-c.done
 	return c.client.Close()
 }
 
+// heartbeat is how long the subscription may stay quiet before it is pinged;
+// silentLimit is how many quiet heartbeats in a row, pings unanswered, mean the
+// connection is dead even though no error says so (a partition drops packets
+// without resetting anything).
+const (
+	heartbeat   = time.Second
+	silentLimit = 3
+)
+
 // listen forwards invalidations until ctx ends. Whenever the subscription may
-// have missed messages (it broke, or was just made again), subscribers are told
-// to forget everything: a cache must never outlive a revocation it did not hear.
+// have missed messages (it broke, went silent, or was just made again),
+// subscribers are told to forget everything: a cache must never outlive a
+// revocation it did not hear.
 func (c *connection) listen(ctx context.Context, logger *zap.Logger) {
 	defer close(c.done)
+	c.mu.Lock()
 	ps := c.pubsub
-	const heartbeat = time.Second
+	c.mu.Unlock()
 	broken := false
+	silent := 0
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, heartbeat)
 		if ctx.Err() != nil {
@@ -75,9 +94,14 @@ func (c *connection) listen(ctx context.Context, logger *zap.Logger) {
 		if err != nil {
 			var netErr interface{ Timeout() bool }
 			if errors.As(err, &netErr) && netErr.Timeout() {
-				// Quiet channel: make sure the connection is still alive.
-				if err = ps.Ping(ctx); err == nil {
-					continue
+				silent++
+				if silent < silentLimit {
+					// Quiet channel: the PONG, or anything, resets silent.
+					if err = ps.Ping(ctx); err == nil {
+						continue
+					}
+				} else {
+					err = fmt.Errorf("no reply to pings for %s", silentLimit*heartbeat)
 				}
 			}
 			if !broken {
@@ -85,6 +109,11 @@ func (c *connection) listen(ctx context.Context, logger *zap.Logger) {
 				broken = true
 			}
 			c.subs.Publish(store.Invalidation{All: true})
+			if silent >= silentLimit {
+				// go-redis only reconnects on an error; a silent
+				// connection has to be replaced.
+				ps, silent = c.resubscribe(ctx), 0
+			}
 			select {
 			case <-ctx.Done():
 				return
@@ -92,6 +121,7 @@ func (c *connection) listen(ctx context.Context, logger *zap.Logger) {
 			}
 			continue
 		}
+		silent = 0
 		switch m := msg.(type) {
 		case *goredis.Subscription:
 			if broken {
@@ -107,6 +137,18 @@ func (c *connection) listen(ctx context.Context, logger *zap.Logger) {
 			}
 		}
 	}
+}
+
+// resubscribe closes the subscription and makes a new one on a new connection.
+func (c *connection) resubscribe(ctx context.Context) *goredis.PubSub {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ctx.Err() != nil {
+		return c.pubsub // Destruct is closing it
+	}
+	_ = c.pubsub.Close()
+	c.pubsub = c.client.Subscribe(ctx, c.channel)
+	return c.pubsub
 }
 
 // Interface guard
