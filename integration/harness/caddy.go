@@ -59,7 +59,7 @@ func CaddyBinary(t testing.TB) string {
 
 // buildCaddy runs go build for cmd/caddy; see CaddyBinary.
 func buildCaddy() (string, error) {
-	root, err := moduleRoot()
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}

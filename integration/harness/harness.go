@@ -221,9 +221,9 @@ func poll(timeout time.Duration, cond func() error, procs ...*process) error {
 	}
 }
 
-// moduleRoot finds the directory holding go.mod by walking up from the
+// ModuleRoot finds the directory holding go.mod by walking up from the
 // working directory, which go test sets to the package being tested.
-func moduleRoot() (string, error) {
+func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
