@@ -441,7 +441,7 @@ func TestMinting(t *testing.T) {
 
 	t.Run("DirectRedisMinting", func(t *testing.T) {
 		if _, err := exec.LookPath("redis-cli"); err != nil {
-			t.Skip("redis-cli not installed")
+			t.Fatalf("redis-cli not installed (the README's test command installs redis-tools): %v", err)
 		}
 		host, port, _ := net.SplitHostPort(redis.Addr())
 

@@ -25,7 +25,9 @@ import (
 // pass for the wrong reason; this test fails instead.
 func TestBrowserThirdPartyCookieControl(t *testing.T) {
 	if !HaveChromium() {
-		t.Skip("Chromium not installed (apt-get install chromium): cannot check the browser helper")
+		// The README's test command installs it: missing here means the
+		// control did not run, which must not pass silently.
+		t.Fatal("Chromium not installed (apt-get install chromium): cannot check the browser helper")
 	}
 	portal, emrURL := startCookieSites(t)
 
