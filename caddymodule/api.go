@@ -80,15 +80,17 @@ func (h *Handler) serveMint(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	userID, p := cred.scopeUser(req.UserID)
-	if p != nil {
+	outOfScope := func(p *problem) error {
 		h.audit(zapcore.InfoLevel, "rejected", zap.String("route", "mint"), zap.String("credential", cred.ID), zap.String("reason", p.title))
 		return h.fail(w, r, *p, true)
 	}
+	userID, p := cred.scopeUser(req.UserID)
+	if p != nil {
+		return outOfScope(p)
+	}
 	claims, p := cred.scopeClaims(req.Claims)
 	if p != nil {
-		h.audit(zapcore.InfoLevel, "rejected", zap.String("route", "mint"), zap.String("credential", cred.ID), zap.String("reason", p.title))
-		return h.fail(w, r, *p, true)
+		return outOfScope(p)
 	}
 	base := h.baseURL(r)
 	if req.Redirect != "" {

@@ -19,7 +19,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
-	"github.com/ssogate/ssogate/internal/token"
 	"github.com/ssogate/ssogate/plugins/store"
 )
 
@@ -149,7 +148,6 @@ func (k sessionKey) hex() string { return hex.EncodeToString(k[:]) }
 type identity struct {
 	userID  string
 	claims  map[string]string // shared: never modified
-	created int64             // unix nanoseconds
 	expires int64             // absolute expiry, unix nanoseconds
 	// claimsHeader is the claims header's value, empty without claims.
 	claimsHeader string
@@ -168,7 +166,6 @@ func newIdentity(s store.Session) *identity {
 	id := &identity{
 		userID:       s.UserID,
 		claims:       s.Claims,
-		created:      s.CreatedAt.UnixNano(),
 		expires:      s.ExpiresAt.UnixNano(),
 		placeholders: make([]placeholder, 0, 1+len(s.Claims)),
 	}
@@ -193,17 +190,6 @@ func newIdentity(s store.Session) *identity {
 	}
 	id.claimsHeader = b.String()
 	return id
-}
-
-// session is id as a store.Session; its Claims map is shared and must not be
-// modified.
-func (id *identity) session() store.Session {
-	return store.Session{
-		UserID:    id.userID,
-		Claims:    id.claims,
-		CreatedAt: time.Unix(0, id.created).UTC(),
-		ExpiresAt: time.Unix(0, id.expires).UTC(),
-	}
 }
 
 // sessionCache is a bounded map of validated sessions, split in shards each
@@ -452,7 +438,7 @@ func (h *Handler) requestSession(r *http.Request) (*identity, sessionKey, error)
 			if len(val) > 1 && val[0] == '"' && val[len(val)-1] == '"' {
 				val = val[1 : len(val)-1]
 			}
-			if len(val) != sessionIDLen || token.Classify(val) != token.Opaque {
+			if !validSessionID(val) {
 				continue
 			}
 			k := keyOf(val)

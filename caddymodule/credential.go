@@ -127,12 +127,21 @@ func checkClaim(k, v string) error {
 	if len(v) > 256 {
 		return fmt.Errorf("claim %q: value longer than 256 bytes", k)
 	}
-	for _, r := range v {
-		if r < ' ' || r == 0x7f {
-			return fmt.Errorf("claim %q: control character in value", k)
-		}
+	if hasControl(v) {
+		return fmt.Errorf("claim %q: control character in value", k)
 	}
 	return nil
+}
+
+// hasControl tells whether s holds a control character, which would end up in a
+// request header sent upstream.
+func hasControl(s string) bool {
+	for _, r := range s {
+		if r < ' ' || r == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // maxUserIDLen bounds a user id: it travels in a header and in key names.
@@ -146,10 +155,8 @@ func checkUserID(id string) error {
 	case len(id) > maxUserIDLen:
 		return fmt.Errorf("user id longer than %d bytes", maxUserIDLen)
 	}
-	for _, r := range id {
-		if r < ' ' || r == 0x7f {
-			return fmt.Errorf("control character in user id")
-		}
+	if hasControl(id) {
+		return fmt.Errorf("control character in user id")
 	}
 	return nil
 }

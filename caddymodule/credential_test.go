@@ -229,6 +229,6 @@ func TestCheckGrant(t *testing.T) {
 func formatClaims(claims map[string]string) string {
 	r, _ := http.NewRequest(http.MethodGet, "/", nil)
 	h := &Handler{UserHeader: "X-User", ClaimsHeader: "X-Claims"}
-	h.setIdentity(r, store.Session{UserID: "u", Claims: claims})
+	h.applyIdentity(r, newIdentity(store.Session{UserID: "u", Claims: claims}))
 	return r.Header.Get("X-Claims")
 }

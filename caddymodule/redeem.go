@@ -127,6 +127,11 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 	}
 	defer release()
 
+	badRedirect := func(reason string) error {
+		h.audit(zapcore.InfoLevel, "rejected", zap.String("route", rt.name), zap.String("reason", reason))
+		countRedeem(rt, redeemBadRedirect)
+		return h.fail(w, r, errBadRedirect, false)
+	}
 	target := ""
 	if !rt.tokenInPath {
 		q, err := url.ParseQuery(r.URL.RawQuery)
@@ -141,17 +146,13 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 		}
 		tok = toks[0]
 		if len(targets) > 1 {
-			h.audit(zapcore.InfoLevel, "rejected", zap.String("route", rt.name), zap.String("reason", "several redirect targets"))
-			countRedeem(rt, redeemBadRedirect)
-			return h.fail(w, r, errBadRedirect, false)
+			return badRedirect("several redirect targets")
 		}
 		if len(targets) == 1 && targets[0] != "" {
 			// Checked before the token is touched: a bad link must not
 			// burn a good token.
 			if target, err = h.policy.Check(targets[0], r.Host); err != nil {
-				h.audit(zapcore.InfoLevel, "rejected", zap.String("route", rt.name), zap.String("reason", err.Error()))
-				countRedeem(rt, redeemBadRedirect)
-				return h.fail(w, r, errBadRedirect, false)
+				return badRedirect(err.Error())
 			}
 		}
 	}
@@ -185,7 +186,8 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 
 	// A fresh id on every redemption (no session fixation); the browser's
 	// previous session, if any, ends.
-	if _, oldKey, err := h.currentSession(r); err == nil {
+	if _, old, err := h.requestSession(r); err == nil {
+		oldKey := old.hex()
 		_ = h.store.DeleteSession(r.Context(), oldKey)
 		h.forget(store.Invalidation{SessionKey: oldKey})
 	}

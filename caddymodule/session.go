@@ -38,14 +38,10 @@ func (h *Handler) serveGated(w http.ResponseWriter, r *http.Request, next caddyh
 	return next.ServeHTTP(w, r)
 }
 
-// currentSession returns the session of the request's cookie and its store
-// key; the session's Claims are shared with the cache and must not be modified.
-func (h *Handler) currentSession(r *http.Request) (store.Session, string, error) {
-	id, k, err := h.requestSession(r)
-	if err != nil {
-		return store.Session{}, "", err
-	}
-	return id.session(), k.hex(), nil
+// validSessionID tells whether a cookie value has the syntax of a session id, so
+// that nothing else is ever hashed or looked up.
+func validSessionID(v string) bool {
+	return len(v) == sessionIDLen && token.Classify(v) == token.Opaque
 }
 
 // newSession stores a fresh session for t's user and returns its id, which is
@@ -81,12 +77,6 @@ func (h *Handler) sessionCookie(id string) *http.Cookie {
 		c.MaxAge = -1
 	}
 	return c
-}
-
-// setIdentity sets s's identity headers and placeholders on r, as the gate
-// does (which prepares them once per cached session, see applyIdentity).
-func (h *Handler) setIdentity(r *http.Request, s store.Session) {
-	h.applyIdentity(r, newIdentity(s))
 }
 
 // escapeClaim percent-encodes what would break the k=v;k=v format or the header.
@@ -136,7 +126,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 		return h.fail(w, r, errMethod, wantsJSON(r))
 	}
 	for _, c := range r.CookiesNamed(h.CookieName) {
-		if len(c.Value) != sessionIDLen || token.Classify(c.Value) != token.Opaque {
+		if !validSessionID(c.Value) {
 			continue
 		}
 		key := token.Hash(c.Value)
