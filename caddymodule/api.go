@@ -1,9 +1,6 @@
 package caddymodule
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -13,6 +10,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ssogate/ssogate/internal/principal"
+	"github.com/ssogate/ssogate/internal/strictjson"
 	"github.com/ssogate/ssogate/internal/token"
 	"github.com/ssogate/ssogate/plugins/store"
 )
@@ -75,7 +74,7 @@ func (h *Handler) serveMint(w http.ResponseWriter, r *http.Request) error {
 		return h.fail(w, r, badRequest("The request body is larger than 16 KiB."), true)
 	}
 	if len(body) > 0 {
-		if err := decodeStrict(body, &req); err != nil {
+		if err := strictjson.Unmarshal(body, &req); err != nil {
 			return h.fail(w, r, badRequest("The request body is not valid: "+err.Error()), true)
 		}
 	}
@@ -166,7 +165,7 @@ func (c *Credential) scopeUser(requested string) (string, *problem) {
 		p := badRequest("userId is required for this credential.")
 		return "", &p
 	}
-	if err := checkUserID(requested); err != nil {
+	if err := principal.CheckUserID(requested); err != nil {
 		p := badRequest("userId: " + err.Error() + ".")
 		return "", &p
 	}
@@ -189,7 +188,7 @@ func (c *Credential) scopeClaims(requested map[string]string) (map[string]string
 			p := errForbiddenScope.withDetail("This credential may not set the claim " + quoteShort(k) + ".")
 			return nil, &p
 		}
-		if err := checkClaim(k, v); err != nil {
+		if err := principal.CheckClaim(k, v); err != nil {
 			p := badRequest(err.Error())
 			return nil, &p
 		}
@@ -240,27 +239,9 @@ func (h *Handler) serveRevoke(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]any{"userId": userID, "revoked": n})
 }
 
-// decodeStrict decodes one JSON object, refusing unknown fields and trailing data.
-func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("data after the JSON object")
-	}
-	return nil
-}
-
 func quoteShort(s string) string {
 	if len(s) > 64 {
 		s = s[:64]
 	}
 	return "\"" + s + "\""
-}
-
-func clientIP(r *http.Request) string {
-	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	return ip
 }

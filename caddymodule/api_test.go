@@ -280,6 +280,12 @@ func TestMintRefusesBadRequests(t *testing.T) {
 		{"response field", apiKeyOrgA, `{"userId":"org-a-1","expiresAt":"2099-01-01T00:00:00Z"}`, http.StatusBadRequest, "bad_request"},
 		{"trailing data", apiKeyOrgA, `{"userId":"org-a-1"} {"userId":"org-a-2"}`, http.StatusBadRequest, "bad_request"},
 		{"an array", apiKeyOrgA, `[{"userId":"org-a-1"}]`, http.StatusBadRequest, "bad_request"},
+		{"field in upper case", apiKeyOrgA, `{"USERID":"org-a-1"}`, http.StatusBadRequest, "bad_request"},
+		{"field in lower case", apiKeyOrgA, `{"userid":"org-a-1"}`, http.StatusBadRequest, "bad_request"},
+		{"field twice", apiKeyOrgA, `{"userId":"org-a-1","userId":"org-b-1"}`, http.StatusBadRequest, "bad_request"},
+		{"claim twice", apiKeyPartner, `{"userId":"org-a-1","claims":{"role":"a","role":"b"}}`, http.StatusBadRequest, "bad_request"},
+		{"padded user", apiKeyOrgA, `{"userId":" org-a-1 "}`, http.StatusBadRequest, "bad_request"},
+		{"zero-width user", apiKeyOrgA, `{"userId":"org-a-\u200b1"}`, http.StatusBadRequest, "bad_request"},
 		{"claim not a string", apiKeyOrgA, `{"userId":"org-a-1","claims":{"role":1}}`, http.StatusBadRequest, "bad_request"},
 		{"too large", apiKeyOrgA, `{"userId":"org-a-1","redirect":"/` + strings.Repeat("a", maxMintBody) + `"}`, http.StatusBadRequest, "bad_request"},
 		{"bad redirect", apiKeyOrgA, `{"userId":"org-a-1","redirect":"https://evil.example/"}`, http.StatusBadRequest, "bad_redirect"},
@@ -289,6 +295,9 @@ func TestMintRefusesBadRequests(t *testing.T) {
 			w, _ := h.do(t, http.MethodPost, "/sso/tokens", tc.key, tc.body)
 			if w.Code != tc.want || errorCode(t, w) != tc.code {
 				t.Errorf("%d %s, want %d %s", w.Code, w.Body, tc.want, tc.code)
+			}
+			if strings.Contains(tc.name, "case") && !strings.Contains(w.Body.String(), `did you mean \"userId\"`) {
+				t.Errorf("%s: the error does not name the field: %s", tc.name, w.Body)
 			}
 			if tc.want == http.StatusUnauthorized && !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Bearer") {
 				t.Errorf("401 without a Bearer challenge")

@@ -1,17 +1,10 @@
 package caddymodule
 
 import (
-	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"net/http"
-	"net/textproto"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,74 +115,6 @@ func (h *Handler) unmarshalSessionCache(d *caddyfile.Dispenser) error {
 	}
 	h.SessionCache = &SessionCache{Size: size, TTL: caddy.Duration(ttl)}
 	return nil
-}
-
-// sessionKey is the store key of a session id as bytes: its SHA-256. The
-// cache is keyed by it rather than by its hex form, which would cost an
-// allocation per request.
-type sessionKey [sha256.Size]byte
-
-// keyOf hashes a session id without allocating: an id longer than the stack
-// buffer (never a valid one) takes the slower path.
-func keyOf(id string) sessionKey {
-	var buf [64]byte
-	if len(id) <= len(buf) {
-		n := copy(buf[:], id)
-		return sha256.Sum256(buf[:n])
-	}
-	return sha256.Sum256([]byte(id))
-}
-
-// hex is the key as stores and invalidation events name it.
-func (k sessionKey) hex() string { return hex.EncodeToString(k[:]) }
-
-// identity is a validated session as the gate uses it, with what it sends
-// upstream computed once, so a cached request only copies it.
-type identity struct {
-	userID  string
-	claims  map[string]string // shared: never modified
-	expires int64             // absolute expiry, unix nanoseconds
-	// claimsHeader is the claims header's value, empty without claims.
-	claimsHeader string
-	// placeholders are set on every request; values are boxed once here
-	// because boxing a string into an interface allocates.
-	placeholders []placeholder
-}
-
-type placeholder struct {
-	name  string
-	value any
-}
-
-// newIdentity prepares s for the gate.
-func newIdentity(s store.Session) *identity {
-	id := &identity{
-		userID:       s.UserID,
-		claims:       s.Claims,
-		expires:      s.ExpiresAt.UnixNano(),
-		placeholders: make([]placeholder, 0, 1+len(s.Claims)),
-	}
-	id.placeholders = append(id.placeholders, placeholder{"http.auth.user.id", s.UserID})
-	if len(s.Claims) == 0 {
-		return id
-	}
-	keys := make([]string, 0, len(s.Claims))
-	for k := range s.Claims {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(';')
-		}
-		b.WriteString(escapeClaim(k))
-		b.WriteByte('=')
-		b.WriteString(escapeClaim(s.Claims[k]))
-		id.placeholders = append(id.placeholders, placeholder{"http.auth.user." + k, s.Claims[k]})
-	}
-	id.claimsHeader = b.String()
-	return id
 }
 
 // sessionCache is a bounded map of validated sessions, split in shards each
@@ -419,100 +344,4 @@ func (c *sessionCache) len() int {
 		sh.mu.RUnlock()
 	}
 	return n
-}
-
-// requestSession returns the session of the request's cookie and its key. A
-// browser may send the cookie twice (partitioned and not, after embed_from was
-// turned on), so each copy is tried. The Cookie header is scanned in place
-// rather than parsed into http.Cookie values, which would allocate for every
-// cookie the portal sets on every request.
-func (h *Handler) requestSession(r *http.Request) (*identity, sessionKey, error) {
-	for _, line := range r.Header["Cookie"] {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			name, val, ok := strings.Cut(textproto.TrimString(part), "=")
-			if !ok || name != h.CookieName {
-				continue
-			}
-			if len(val) > 1 && val[0] == '"' && val[len(val)-1] == '"' {
-				val = val[1 : len(val)-1]
-			}
-			if !validSessionID(val) {
-				continue
-			}
-			k := keyOf(val)
-			id, err := h.lookupSession(r.Context(), k)
-			if err == nil {
-				return id, k, nil
-			}
-			if errors.Is(err, store.ErrUnavailable) {
-				return nil, k, err
-			}
-		}
-	}
-	return nil, sessionKey{}, store.ErrNotFound
-}
-
-// lookupSession returns the live session under k, from the cache when it has
-// it, else from the store, which then also pushes its idle expiry.
-func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, error) {
-	idle := time.Duration(h.SessionIdle)
-	if h.cache == nil {
-		s, err := h.store.Session(ctx, k.hex(), idle)
-		if err != nil {
-			return nil, err
-		}
-		if !time.Now().Before(s.ExpiresAt) {
-			return nil, store.ErrNotFound
-		}
-		return newIdentity(s), nil
-	}
-	now := h.cache.now().UnixNano()
-	e, res := h.cache.get(k, now)
-	switch res {
-	case cacheHit:
-		return e.id, nil
-	case cacheRevalidate:
-		// Sessions never change in the store, so the store only has to
-		// say it still holds this one (and push its idle expiry).
-		if _, err := h.store.Session(ctx, k.hex(), idle); err != nil {
-			h.cache.remove(e)
-			return nil, err
-		}
-		return e.id, nil
-	}
-	epoch := h.cache.currentEpoch()
-	s, err := h.store.Session(ctx, k.hex(), idle)
-	if err != nil {
-		return nil, err
-	}
-	if now >= s.ExpiresAt.UnixNano() {
-		return nil, store.ErrNotFound
-	}
-	id := newIdentity(s)
-	h.cache.put(k, id, now, epoch)
-	return id, nil
-}
-
-// applyIdentity tells the upstream who is signed in, through headers the
-// client could not have set (ServeHTTP strips them) and Caddy placeholders.
-func (h *Handler) applyIdentity(r *http.Request, id *identity) {
-	r.Header.Set(h.UserHeader, id.userID)
-	if id.claimsHeader != "" {
-		r.Header.Set(h.ClaimsHeader, id.claimsHeader)
-	}
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		for _, p := range id.placeholders {
-			repl.Set(p.name, p.value)
-		}
-	}
-}
-
-// forget applies inv to this instance's cache at once, after this instance
-// ended sessions in the store; the store's event tells the other instances.
-func (h *Handler) forget(inv store.Invalidation) {
-	if h.cache != nil {
-		h.cache.invalidate(inv)
-	}
 }

@@ -353,7 +353,7 @@ func cacheCheck(t *testing.T, h *Handler, hdr ...string) string {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodGet, "https://portal.test/", nil)
 	r.Header["Cookie"] = hdr
-	id, _, err := h.requestSession(r)
+	id, err := h.requestSession(r)
 	if err != nil {
 		return ""
 	}
@@ -523,6 +523,37 @@ func TestGateCookieScan(t *testing.T) {
 	}
 }
 
+// TestGateAtMostTwoLookups: however many session cookies a request carries,
+// it costs at most two store lookups, and a duplicate costs one.
+func TestGateAtMostTwoLookups(t *testing.T) {
+	h, st, _, c := cacheHandler(t, &SessionCache{Disabled: true})
+	flood := make([]string, 0, 261)
+	for range 260 {
+		flood = append(flood, c.Name+"="+token.New())
+	}
+	unknown := token.New()
+	for _, tc := range []struct {
+		name    string
+		hdr     []string
+		want    string
+		lookups int64
+	}{
+		{"260 unknown, then the real one", []string{strings.Join(append(flood, c.Name+"="+c.Value), "; ")}, "", 2},
+		{"260 on as many lines", append(flood, c.Name+"="+c.Value), "", 2},
+		{"stale, then the real one", []string{c.Name + "=" + unknown + "; " + c.Name + "=" + c.Value}, "u1", 2},
+		{"the real one twice", []string{c.Name + "=" + c.Value + "; " + c.Name + "=" + c.Value}, "u1", 1},
+		{"the same unknown one twice, then the real one", []string{c.Name + "=" + unknown + "; " + c.Name + "=" + unknown + "; " + c.Name + "=" + c.Value}, "u1", 2},
+	} {
+		st.sessions.Store(0)
+		if got := cacheCheck(t, h, tc.hdr...); got != tc.want {
+			t.Errorf("%s: user %q, want %q", tc.name, got, tc.want)
+		}
+		if n := st.sessions.Load(); n != tc.lookups {
+			t.Errorf("%s: %d store lookups, want %d", tc.name, n, tc.lookups)
+		}
+	}
+}
+
 func TestGateIdentityFromCache(t *testing.T) {
 	h, _, _, c := cacheHandler(t, nil)
 	for range 2 { // a miss, then a hit
@@ -530,7 +561,7 @@ func TestGateIdentityFromCache(t *testing.T) {
 		r.AddCookie(c)
 		repl := caddy.NewReplacer()
 		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl))
-		id, _, err := h.requestSession(r)
+		id, err := h.requestSession(r)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,8 +12,13 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("ssogate", parseCaddyfile)
-	// Sign-in must be decided before the request is proxied anywhere.
-	httpcaddyfile.RegisterDirectiveOrder("ssogate", httpcaddyfile.Before, "reverse_proxy")
+	// Ahead of every directive that can answer, proxy or rewrite a request
+	// (redir, rewrite, uri, try_files, basic_auth, handle, route, respond,
+	// reverse_proxy, file_server, …), so that a site is gated whole, and so
+	// that redeem routes and skip paths are judged on the path the client
+	// sent, before a rewrite (an SPA's try_files) could turn a sign-in link
+	// into index.html.
+	httpcaddyfile.RegisterDirectiveOrder("ssogate", httpcaddyfile.Before, "redir")
 }
 
 // parseCaddyfile sets up the handler from Caddyfile tokens. Syntax:

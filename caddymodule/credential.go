@@ -9,7 +9,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/ssogate/ssogate/plugins/store"
+	"github.com/ssogate/ssogate/internal/principal"
 )
 
 // Credential is an API key of one partner backend and the scope of what it may
@@ -42,9 +42,6 @@ type Credential struct {
 
 // credentials is the provisioned list, checked as a whole.
 type credentials []*Credential
-
-// claimKey limits claim keys to what survives every header and placeholder.
-var claimKey = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 func newCredentials(list []*Credential) (credentials, error) {
 	ids := map[string]bool{}
@@ -80,6 +77,11 @@ func (c *Credential) provision() error {
 	case c.User == "" && len(c.Users) == 0:
 		return fmt.Errorf("needs a fixed user or users patterns")
 	}
+	if c.User != "" {
+		if err := principal.CheckUserID(c.User); err != nil {
+			return fmt.Errorf("user: %w", err)
+		}
+	}
 	c.users = nil
 	for _, p := range c.Users {
 		if p == "" {
@@ -88,14 +90,14 @@ func (c *Credential) provision() error {
 		c.users = append(c.users, globToRegexp(p))
 	}
 	for k, v := range c.Claims {
-		if err := checkClaim(k, v); err != nil {
+		if err := principal.CheckClaim(k, v); err != nil {
 			return err
 		}
 	}
 	c.settable = map[string]bool{}
 	for _, k := range c.RequestClaims {
-		if !claimKey.MatchString(k) {
-			return fmt.Errorf("request_claims: %q is not a valid claim key", k)
+		if err := principal.CheckClaimKey(k); err != nil {
+			return fmt.Errorf("request_claims: %w", err)
 		}
 		if _, fixed := c.Claims[k]; fixed {
 			return fmt.Errorf("request_claims: %q is a fixed claim", k)
@@ -118,63 +120,6 @@ func (c *Credential) provision() error {
 		}
 	}
 	return nil
-}
-
-func checkClaim(k, v string) error {
-	if !claimKey.MatchString(k) {
-		return fmt.Errorf("claim key %q: want 1-64 of A-Z a-z 0-9 _ . -", k)
-	}
-	if len(v) > 256 {
-		return fmt.Errorf("claim %q: value longer than 256 bytes", k)
-	}
-	if hasControl(v) {
-		return fmt.Errorf("claim %q: control character in value", k)
-	}
-	return nil
-}
-
-// hasControl tells whether s holds a control character, which would end up in a
-// request header sent upstream.
-func hasControl(s string) bool {
-	for _, r := range s {
-		if r < ' ' || r == 0x7f {
-			return true
-		}
-	}
-	return false
-}
-
-// maxUserIDLen bounds a user id: it travels in a header and in key names.
-const maxUserIDLen = 256
-
-// checkUserID refuses user ids no header can carry.
-func checkUserID(id string) error {
-	switch {
-	case id == "":
-		return fmt.Errorf("empty user id")
-	case len(id) > maxUserIDLen:
-		return fmt.Errorf("user id longer than %d bytes", maxUserIDLen)
-	}
-	if hasControl(id) {
-		return fmt.Errorf("control character in user id")
-	}
-	return nil
-}
-
-// checkGrant holds a redeemed token to what the API would have minted. Direct
-// (Redis) and signed minters write what they like; a user id or claim that
-// cannot be passed on safely must not become a session. It returns a reason
-// for the audit log, or "".
-func checkGrant(t store.Token) string {
-	if err := checkUserID(t.UserID); err != nil {
-		return "bad grant: " + err.Error()
-	}
-	for k, v := range t.Claims {
-		if err := checkClaim(k, v); err != nil {
-			return "bad grant: " + err.Error()
-		}
-	}
-	return ""
 }
 
 // globToRegexp compiles a users pattern; only * and ? are special.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ssogate/ssogate/internal/principal"
 	"github.com/ssogate/ssogate/plugins/store"
 )
 
@@ -24,7 +25,10 @@ func TestCredentialProvisionRefuses(t *testing.T) {
 		{"empty pattern", Credential{ID: "c", KeySHA256: good, Users: []string{""}}, "empty users pattern"},
 		{"claim key", Credential{ID: "c", KeySHA256: good, User: "u", Claims: map[string]string{"a b": "x"}}, "claim key"},
 		{"claim value", Credential{ID: "c", KeySHA256: good, User: "u", Claims: map[string]string{"g": "a\nb"}}, "control"},
-		{"request claim key", Credential{ID: "c", KeySHA256: good, User: "u", RequestClaims: []string{"a;b"}}, "not a valid claim key"},
+		{"request claim key", Credential{ID: "c", KeySHA256: good, User: "u", RequestClaims: []string{"a;b"}}, "request_claims: claim key"},
+		{"request claim id", Credential{ID: "c", KeySHA256: good, Users: []string{"*"}, RequestClaims: []string{"id"}}, "reserved for the user id"},
+		{"fixed claim id", Credential{ID: "c", KeySHA256: good, Users: []string{"*"}, Claims: map[string]string{"id": "x"}}, "reserved for the user id"},
+		{"padded fixed user", Credential{ID: "c", KeySHA256: good, User: " hcp-7"}, "white space"},
 		{"request claim fixed", Credential{ID: "c", KeySHA256: good, User: "u", Claims: map[string]string{"group": "a"}, RequestClaims: []string{"group"}}, "fixed claim"},
 		{"unknown permission", Credential{ID: "c", KeySHA256: good, User: "u", Allow: []string{"mint", "admin"}}, "unknown permission"},
 	} {
@@ -218,9 +222,12 @@ func TestCheckGrant(t *testing.T) {
 		{"long user", store.Token{UserID: strings.Repeat("u", 257)}, false},
 		{"bad claim key", store.Token{UserID: "u1", Claims: map[string]string{"a;b": "x"}}, false},
 		{"bad claim value", store.Token{UserID: "u1", Claims: map[string]string{"a": "x\ny"}}, false},
+		{"padded user", store.Token{UserID: " alias-user "}, false},
+		{"zero-width user", store.Token{UserID: "a\u200bb"}, false},
+		{"claim id", store.Token{UserID: "u1", Claims: map[string]string{"id": "admin"}}, false},
 	} {
-		if reason := checkGrant(tc.t); (reason == "") != tc.ok {
-			t.Errorf("%s: checkGrant = %q, want ok %v", tc.name, reason, tc.ok)
+		if err := principal.Check(tc.t.UserID, tc.t.Claims); (err == nil) != tc.ok {
+			t.Errorf("%s: principal.Check = %v, want ok %v", tc.name, err, tc.ok)
 		}
 	}
 }

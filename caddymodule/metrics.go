@@ -53,6 +53,9 @@ const (
 	redeemBadRedirect      = "bad_redirect"
 	redeemRateLimited      = "rate_limited"
 	redeemStoreUnavailable = "store_unavailable"
+	// redeemMethod is a request with a method no redeem route answers; it
+	// is not a redemption and is not counted.
+	redeemMethod = "method_not_allowed"
 )
 
 var redeemResults = []string{redeemSuccess, redeemRejected, redeemBadRedirect, redeemRateLimited, redeemStoreUnavailable}

@@ -11,8 +11,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // RedeemRateLimit bounds failed redemptions per client IP, so that nobody can
@@ -110,36 +109,29 @@ func (h *Handler) unmarshalRateLimit(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// admitRedeem reserves a redemption for the request's client under the
-// failure limit, or answers 429 and returns a nil release. release must be
-// called when the redemption has its result.
-func (h *Handler) admitRedeem(w http.ResponseWriter, r *http.Request, rt *redeemRoute) (release func(), err error) {
+// admitRedeem reserves a slot for a redemption of r's client, or says how
+// long it must wait (first: the first refusal of a streak, worth a log line).
+func (h *Handler) admitRedeem(r *http.Request) (release func(), retry time.Duration, first, ok bool) {
 	if h.limiter == nil {
-		return func() {}, nil
+		return func() {}, 0, false, true
 	}
-	ip := clientIP(r)
-	key := rateLimitKey(ip)
-	retry, first, ok := h.limiter.begin(key)
-	if !ok {
-		countRedeem(rt, redeemRateLimited)
-		// Logged once per streak of refusals: a client hammering the
-		// route must not fill the log.
-		level := zapcore.DebugLevel
-		if first {
-			level = zapcore.WarnLevel
-		}
-		h.audit(level, "rejected", zap.String("route", rt.name), zap.String("reason", "rate limited"), zap.String("client_ip", ip))
-		w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
-		return nil, h.fail(w, r, errRateLimited, false)
+	key := rateLimitKey(clientIP(r))
+	if retry, first, ok := h.limiter.begin(key); !ok {
+		return nil, retry, first, false
 	}
-	return func() { h.limiter.done(key) }, nil
+	return func() { h.limiter.done(key) }, 0, false, true
 }
 
-// redeemFailed counts a redemption that created no session against the
-// client's limit and in the metrics.
-func (h *Handler) redeemFailed(r *http.Request, rt *redeemRoute) {
-	countRedeem(rt, redeemRejected)
+// redeemFailed counts a failed redemption of r's client.
+func (h *Handler) redeemFailed(r *http.Request) {
 	h.limiter.fail(rateLimitKey(clientIP(r)))
+}
+
+// clientIP is the client's address as Caddy determines it, so the server's
+// trusted_proxies and client_ip_headers are honoured behind a load balancer.
+func clientIP(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	return ip
 }
 
 // rateLimitKey is what a client is counted by: its IP, or its /64 for IPv6,

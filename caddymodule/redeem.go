@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ssogate/ssogate/internal/principal"
 	"github.com/ssogate/ssogate/internal/token"
 	"github.com/ssogate/ssogate/plugins/store"
 )
@@ -108,103 +110,214 @@ func (h *Handler) matchRedeem(r *http.Request) (*redeemRoute, string, bool) {
 	return nil, "", false
 }
 
+// redemption is one redeem request as it walks the steps of a sign-in:
+// parse the link → check its target → admit the client → consume the token →
+// start a session. Each step fills in what it learnt, or sets the outcome that
+// ends the walk; finishRedeem then counts, audits, feeds the failure limiter
+// and answers, in one place for every outcome.
+type redemption struct {
+	route  *redeemRoute
+	token  string      // as presented; possibly empty or malformed
+	target string      // where the browser goes on success
+	grant  store.Token // what the consumed token stood for
+	// session is the new session's id (the cookie value), on success.
+	session string
+
+	outcome string // one of the redeem* results; "" while the walk goes on
+	reason  string // why it failed, for the audit log
+	// retryAfter is how long a rate-limited client should wait.
+	retryAfter   time.Duration
+	firstRefusal bool   // the first refusal of a streak, which is logged
+	release      func() // gives the limiter's reservation back
+	storeErr     error  // the store's error, with outcome redeemStoreUnavailable
+}
+
+// end sets the outcome that stops the walk.
+func (rd *redemption) end(outcome, reason string) {
+	rd.outcome, rd.reason = outcome, reason
+}
+
 // serveRedeem swaps a token for a session: check the target, consume the token
 // (exactly once across all instances), start a fresh session, redirect.
 func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeemRoute, tok string) error {
+	start := time.Now()
+	rd := &redemption{route: rt, token: tok}
+	h.redeem(r, rd)
+	err := h.finishRedeem(w, r, rd)
+	if rd.release != nil {
+		rd.release()
+	}
+	if rd.outcome != redeemMethod {
+		observeRedeem(start)
+	}
+	return err
+}
+
+// redeem walks rd through the steps until one of them decides the outcome.
+func (h *Handler) redeem(r *http.Request, rd *redemption) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		rd.end(redeemMethod, "method "+r.Method)
+		return
+	}
+	for _, step := range []func(*http.Request, *redemption){
+		h.admit,
+		h.parseLink,
+		h.consumeToken,
+		h.resolveTarget,
+		h.startSession,
+	} {
+		if step(r, rd); rd.outcome != "" {
+			return
+		}
+	}
+	rd.outcome = redeemSuccess
+}
+
+// admit holds back clients past the failure rate limit, before any lookup.
+func (h *Handler) admit(r *http.Request, rd *redemption) {
+	release, retry, first, ok := h.admitRedeem(r)
+	if !ok {
+		rd.retryAfter, rd.firstRefusal = retry, first
+		rd.end(redeemRateLimited, "rate limited")
+		return
+	}
+	rd.release = release
+}
+
+// parseLink reads the token and the target of a query route's link. The
+// target is checked before the token is touched: a bad link must not burn a
+// good token.
+func (h *Handler) parseLink(r *http.Request, rd *redemption) {
+	if rd.route.tokenInPath {
+		return
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		rd.end(redeemRejected, "malformed query")
+		return
+	}
+	toks, targets := q[rd.route.tokenParam], q[rd.route.redirectParam]
+	if len(toks) != 1 {
+		rd.end(redeemRejected, "no single token parameter")
+		return
+	}
+	rd.token = toks[0]
+	switch {
+	case len(targets) > 1:
+		rd.end(redeemBadRedirect, "several redirect targets")
+	case len(targets) == 1 && targets[0] != "":
+		if rd.target, err = h.policy.Check(targets[0], r.Host); err != nil {
+			rd.end(redeemBadRedirect, err.Error())
+		}
+	}
+}
+
+// consumeToken spends the token: of any number of requests presenting it, on
+// any number of instances, exactly one gets its grant.
+func (h *Handler) consumeToken(r *http.Request, rd *redemption) {
+	grant, reason, err := h.consume(r.Context(), rd.token)
+	switch {
+	case err != nil:
+		rd.storeErr = err
+		rd.end(redeemStoreUnavailable, "redeem")
+	case reason != "":
+		rd.end(redeemRejected, reason)
+	default:
+		// Direct and signed minters bypass the API's checks.
+		if err := principal.Check(grant.UserID, grant.Claims); err != nil {
+			rd.end(redeemRejected, "bad grant: "+err.Error())
+			return
+		}
+		rd.grant = grant
+	}
+}
+
+// resolveTarget falls back on the token's stored target, then on "/". A
+// stored target was checked when minted through the API, but a direct or
+// signed minter may have written anything.
+func (h *Handler) resolveTarget(r *http.Request, rd *redemption) {
+	if rd.target == "" && rd.grant.Redirect != "" {
+		target, err := h.policy.Check(rd.grant.Redirect, r.Host)
+		if err != nil {
+			h.audit(zapcore.WarnLevel, "stored redirect refused", zap.String("route", rd.route.name), zap.String("user", rd.grant.UserID), zap.String("reason", err.Error()))
+		}
+		rd.target = target
+	}
+	if rd.target == "" {
+		rd.target = "/"
+	}
+}
+
+// startSession ends the browser's previous sessions, if any, by their
+// cookies' keys, and creates a fresh one: a new id on every redemption, so no
+// session can be fixed by whoever planted a cookie.
+func (h *Handler) startSession(r *http.Request, rd *redemption) {
+	keys, n := h.cookieKeys(r)
+	for _, k := range keys[:n] {
+		key := k.hex()
+		if err := h.store.DeleteSession(r.Context(), key); err != nil {
+			// The new session does not depend on it: the old one
+			// still ends at its own expiry, and its cookie is replaced.
+			h.storeFailed("end previous session", err)
+			continue
+		}
+		h.forget(store.Invalidation{SessionKey: key})
+	}
+	id, err := h.newSession(r.Context(), rd.grant.UserID, rd.grant.Claims)
+	if err != nil {
+		rd.storeErr = err
+		rd.end(redeemStoreUnavailable, "create session")
+		return
+	}
+	rd.session = id
+}
+
+// finishRedeem is the one exit of a redemption: it counts and audits the
+// outcome, feeds the failure limiter, and answers.
+func (h *Handler) finishRedeem(w http.ResponseWriter, r *http.Request, rd *redemption) error {
 	hdr := w.Header()
 	// The URL carries a secret: no cache may keep the answer, and no
 	// Referer may carry it to the next page.
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("Referrer-Policy", "no-referrer")
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	rt := rd.route
+	if rd.outcome != redeemMethod {
+		countRedeem(rt, rd.outcome)
+	}
+	fields := []zap.Field{zap.String("route", rt.name), zap.String("client_ip", clientIP(r))}
+	switch rd.outcome {
+	case redeemSuccess:
+		h.audit(zapcore.InfoLevel, "redeemed", append(fields, zap.String("user", rd.grant.UserID),
+			zap.String("credential", rd.grant.CreatedBy), zap.String("token", token.LogID(rd.token)), zap.String("session", token.LogID(rd.session)))...)
+		sessionsCreated.Inc()
+		http.SetCookie(w, h.sessionCookie(rd.session))
+		hdr.Set("Location", rd.target)
+		w.WriteHeader(http.StatusFound)
+		return nil
+	case redeemMethod:
 		hdr.Set("Allow", "GET, HEAD")
 		return h.fail(w, r, errMethod, false)
-	}
-	defer observeRedeem(time.Now())
-	release, err := h.admitRedeem(w, r, rt)
-	if release == nil {
-		return err
-	}
-	defer release()
-
-	badRedirect := func(reason string) error {
-		h.audit(zapcore.InfoLevel, "rejected", zap.String("route", rt.name), zap.String("reason", reason))
-		countRedeem(rt, redeemBadRedirect)
-		return h.fail(w, r, errBadRedirect, false)
-	}
-	target := ""
-	if !rt.tokenInPath {
-		q, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			h.reject(r, rt, "malformed query")
-			return h.fail(w, r, errInvalidToken, false)
+	case redeemRateLimited:
+		// Logged once per streak of refusals: a client hammering the
+		// route must not fill the log.
+		level := zapcore.DebugLevel
+		if rd.firstRefusal {
+			level = zapcore.WarnLevel
 		}
-		toks, targets := q[rt.tokenParam], q[rt.redirectParam]
-		if len(toks) != 1 {
-			h.reject(r, rt, "no single token parameter")
-			return h.fail(w, r, errInvalidToken, false)
-		}
-		tok = toks[0]
-		if len(targets) > 1 {
-			return badRedirect("several redirect targets")
-		}
-		if len(targets) == 1 && targets[0] != "" {
-			// Checked before the token is touched: a bad link must not
-			// burn a good token.
-			if target, err = h.policy.Check(targets[0], r.Host); err != nil {
-				return badRedirect(err.Error())
-			}
-		}
-	}
-
-	grant, reason, err := h.consume(r.Context(), tok)
-	if err != nil {
-		h.storeFailed("redeem", err)
-		countRedeem(rt, redeemStoreUnavailable)
+		h.audit(level, "rejected", append(fields, zap.String("reason", rd.reason))...)
+		hdr.Set("Retry-After", strconv.Itoa(int((rd.retryAfter+time.Second-1)/time.Second)))
+		return h.fail(w, r, errRateLimited, false)
+	case redeemStoreUnavailable:
+		h.storeFailed(rd.reason, rd.storeErr)
 		return h.fail(w, r, errStoreUnavailable, false)
-	}
-	if reason == "" {
-		// Direct and signed minters bypass the API's checks.
-		reason = checkGrant(grant)
-	}
-	if reason != "" {
-		h.reject(r, rt, reason)
+	case redeemBadRedirect:
+		h.audit(zapcore.InfoLevel, "rejected", append(fields, zap.String("reason", rd.reason))...)
+		return h.fail(w, r, errBadRedirect, false)
+	default: // redeemRejected: the only outcome the limiter counts
+		h.audit(zapcore.InfoLevel, "rejected", append(fields, zap.String("reason", rd.reason))...)
+		h.redeemFailed(r)
 		return h.fail(w, r, errInvalidToken, false)
 	}
-
-	if target == "" && grant.Redirect != "" {
-		// A stored target was checked when minted through the API, but a
-		// direct or signed minter may have written anything.
-		if target, err = h.policy.Check(grant.Redirect, r.Host); err != nil {
-			h.audit(zapcore.WarnLevel, "stored redirect refused", zap.String("route", rt.name), zap.String("user", grant.UserID), zap.String("reason", err.Error()))
-			target = ""
-		}
-	}
-	if target == "" {
-		target = "/"
-	}
-
-	// A fresh id on every redemption (no session fixation); the browser's
-	// previous session, if any, ends.
-	if _, old, err := h.requestSession(r); err == nil {
-		oldKey := old.hex()
-		_ = h.store.DeleteSession(r.Context(), oldKey)
-		h.forget(store.Invalidation{SessionKey: oldKey})
-	}
-	id, err := h.newSession(r.Context(), grant.UserID, grant.Claims)
-	if err != nil {
-		h.storeFailed("create session", err)
-		countRedeem(rt, redeemStoreUnavailable)
-		return h.fail(w, r, errStoreUnavailable, false)
-	}
-	h.audit(zapcore.InfoLevel, "redeemed", zap.String("route", rt.name), zap.String("user", grant.UserID),
-		zap.String("credential", grant.CreatedBy), zap.String("token", token.LogID(tok)), zap.String("session", token.LogID(id)))
-	countRedeem(rt, redeemSuccess)
-	sessionsCreated.Inc()
-	http.SetCookie(w, h.sessionCookie(id))
-	hdr.Set("Location", target)
-	w.WriteHeader(http.StatusFound)
-	return nil
 }
 
 // consume redeems tok. A token that creates no session gets a reason (for the
@@ -246,9 +359,4 @@ func (h *Handler) consumeSigned(ctx context.Context, tok string) (store.Token, s
 		return store.Token{}, "signed: already used", nil
 	}
 	return store.Token{UserID: c.Subject, Claims: c.Claims, Redirect: c.Redirect, CreatedBy: "signed:" + c.KeyID}, "", nil
-}
-
-func (h *Handler) reject(r *http.Request, rt *redeemRoute, reason string) {
-	h.audit(zapcore.InfoLevel, "rejected", zap.String("route", rt.name), zap.String("reason", reason), zap.String("client_ip", clientIP(r)))
-	h.redeemFailed(r, rt)
 }

@@ -16,7 +16,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ssogate/ssogate/internal/redirect"
+	"github.com/ssogate/ssogate/internal/reqclean"
 	"github.com/ssogate/ssogate/internal/signedtoken"
+	"github.com/ssogate/ssogate/internal/skippath"
 	"github.com/ssogate/ssogate/plugins/store"
 )
 
@@ -133,10 +135,10 @@ type Handler struct {
 	store     store.Store
 	logger    *zap.Logger
 	policy    redirect.Policy
-	skip      caddyhttp.MatchPath
+	skip      *skippath.List
 	routes    []redeemRoute
 	publicURL *url.URL
-	stripped  []string // request headers no client may set
+	owned     *reqclean.Names // request headers only the gateway sets
 	creds     credentials
 	signing   *signedtoken.Keys
 
@@ -187,7 +189,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.ClaimsHeader == "" {
 		h.ClaimsHeader = "X-Forwarded-Claims"
 	}
-	h.stripped = []string{http.CanonicalHeaderKey(h.UserHeader), http.CanonicalHeaderKey(h.ClaimsHeader)}
+	h.owned = reqclean.New(h.UserHeader, h.ClaimsHeader)
 	if h.APIPrefix == "" {
 		h.APIPrefix = defaultAPIPrefix
 	}
@@ -197,7 +199,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.RewriteUpstreamCookies = &on
 	}
 	h.policy = redirect.Policy{Hosts: h.RedirectHosts}
+	// Cheap mistakes are refused before any connection is opened.
+	if err := h.Validate(); err != nil {
+		return err
+	}
 
+	var err error
 	if h.PublicURL != "" {
 		u, err := url.Parse(h.PublicURL)
 		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
@@ -208,17 +215,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	if len(h.Skip) > 0 {
-		h.skip = caddyhttp.MatchPath(h.Skip)
-		if err := h.skip.Provision(ctx); err != nil {
-			return fmt.Errorf("skip: %w", err)
+		if h.skip, err = skippath.New(h.Skip); err != nil {
+			return err
 		}
 	}
 
-	routes, err := buildRedeemRoutes(h.Redeem)
-	if err != nil {
+	if h.routes, err = buildRedeemRoutes(h.Redeem); err != nil {
 		return err
 	}
-	h.routes = routes
 
 	if h.creds, err = newCredentials(h.Credentials); err != nil {
 		return err
@@ -287,36 +291,43 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
-// ServeHTTP routes the request: redeem routes and the API are answered here,
-// everything else goes through the session gate to next.
+// ServeHTTP walks the request one way: clean it, then one decision (redeem,
+// API, skip, gate), each answered by its own handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	h.stripIdentity(r.Header)
+	// Before anything reads the request: no client speaks for the gateway.
+	h.owned.Clean(r)
 	// Every answer of the portal's host, the gateway's own and skip paths
 	// included, carries the one framing policy.
 	w = h.wrapResponse(w)
 	if route, tok, ok := h.matchRedeem(r); ok {
 		return h.serveRedeem(w, r, route, tok)
 	}
-	if rest, ok := strings.CutPrefix(r.URL.Path, h.APIPrefix+"/"); ok {
-		switch rest {
-		case "tokens":
-			return h.serveMint(w, r)
-		case "access":
-			return h.serveAccess(w, r)
-		case "sessions":
-			return h.serveRevoke(w, r)
-		case "logout":
-			return h.serveLogout(w, r)
-		}
+	if serve := h.apiRoute(r); serve != nil {
+		return serve(w, r)
 	}
-	if h.skip != nil {
-		if ok, err := h.skip.MatchWithError(r); err != nil {
-			return caddyhttp.Error(http.StatusBadRequest, err)
-		} else if ok {
-			return next.ServeHTTP(w, r)
-		}
+	if h.skip.Match(r.URL.EscapedPath(), r.URL.Path) {
+		return next.ServeHTTP(w, r)
 	}
 	return h.serveGated(w, r, next)
+}
+
+// apiRoute returns the handler of an API or logout route, or nil.
+func (h *Handler) apiRoute(r *http.Request) func(http.ResponseWriter, *http.Request) error {
+	rest, ok := strings.CutPrefix(r.URL.Path, h.APIPrefix+"/")
+	if !ok {
+		return nil
+	}
+	switch rest {
+	case "tokens":
+		return h.serveMint
+	case "access":
+		return h.serveAccess
+	case "sessions":
+		return h.serveRevoke
+	case "logout":
+		return h.serveLogout
+	}
+	return nil
 }
 
 func validCookieName(name string) bool {
