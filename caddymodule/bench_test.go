@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -158,32 +157,5 @@ func BenchmarkEmbedWriter(b *testing.B) {
 		hdr["Set-Cookie"] = []string{"portal_sid=abc; Path=/; HttpOnly; SameSite=Lax", "lang=en; Path=/"}
 		ew.WriteHeader(http.StatusOK)
 		_, _ = ew.Write(body)
-	}
-}
-
-// BenchmarkCacheGet is the cache lookup alone, from every CPU at once, on one
-// hot session (all on one shard's lock) and on many.
-func BenchmarkCacheGet(b *testing.B) {
-	now := time.Now().UnixNano()
-	c := newSessionCache(defaultCacheSize, time.Hour, time.Hour, time.Now)
-	keys := make([]sessionKey, 1000)
-	for i := range keys {
-		keys[i] = cacheKey(i)
-		c.put(keys[i], cacheIdentity("bench-user", now+int64(time.Hour)), now, c.currentEpoch())
-	}
-	for _, n := range []int{1, len(keys)} {
-		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				i := 0
-				for pb.Next() {
-					i++
-					if _, res := c.get(keys[i%n], now); res != cacheHit {
-						b.Errorf("lookup %d: %v", i, res)
-						return
-					}
-				}
-			})
-		})
 	}
 }

@@ -2,11 +2,9 @@ package caddymodule
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/ssogate/ssogate/internal/sessioncache"
 	"github.com/ssogate/ssogate/internal/token"
 	"github.com/ssogate/ssogate/plugins/store"
 	"github.com/ssogate/ssogate/plugins/store/memory"
@@ -33,268 +32,6 @@ func (c *cacheClock) now() time.Time           { return time.Unix(0, c.t.Load())
 func (c *cacheClock) add(d time.Duration)      { c.t.Add(int64(d)) }
 func (c *cacheClock) nanos() int64             { return c.t.Load() }
 func (c *cacheClock) in(d time.Duration) int64 { return c.t.Load() + int64(d) }
-
-// cacheKey is the key of a made-up session id.
-func cacheKey(i int) sessionKey { return keyOf(fmt.Sprintf("session-%d", i)) }
-
-// cacheIdentity is a session of user, expiring at exp.
-func cacheIdentity(user string, exp int64) *identity {
-	return &identity{userID: user, expires: exp}
-}
-
-func cacheGet(c *sessionCache, k sessionKey, now int64) lookupResult {
-	_, res := c.get(k, now)
-	return res
-}
-
-func TestCacheHitAndMiss(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Minute, 30*time.Minute, clk.now)
-	k := cacheKey(1)
-	if got := cacheGet(c, k, clk.nanos()); got != cacheMiss {
-		t.Fatalf("empty cache: %v, want miss", got)
-	}
-	c.put(k, cacheIdentity("u1", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-	e, res := c.get(k, clk.nanos())
-	if res != cacheHit || e.id.userID != "u1" {
-		t.Fatalf("after put: %v %v, want a hit for u1", res, e)
-	}
-	if got := cacheGet(c, cacheKey(2), clk.nanos()); got != cacheMiss {
-		t.Errorf("other key: %v, want miss", got)
-	}
-}
-
-func TestCacheNeverServesPastAbsoluteExpiry(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Hour, time.Hour, clk.now)
-	k := cacheKey(1)
-	c.put(k, cacheIdentity("u1", clk.in(10*time.Second)), clk.nanos(), c.currentEpoch())
-	clk.add(10*time.Second - 1)
-	if got := cacheGet(c, k, clk.nanos()); got != cacheHit {
-		t.Fatalf("1ns before expiry: %v, want hit", got)
-	}
-	clk.add(1)
-	if got := cacheGet(c, k, clk.nanos()); got != cacheMiss {
-		t.Fatalf("at expiry: %v, want miss", got)
-	}
-	if n := c.len(); n != 0 {
-		t.Errorf("expired entry kept: %d entries", n)
-	}
-}
-
-func TestCacheNeverServesPastStoreIdleExpiry(t *testing.T) {
-	clk := newCacheClock()
-	// every > idle only to show that idle alone ends the entry.
-	c := newSessionCache(100, time.Hour, time.Minute, clk.now)
-	k := cacheKey(1)
-	c.put(k, cacheIdentity("u1", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-	clk.add(time.Minute)
-	if got := cacheGet(c, k, clk.nanos()); got != cacheMiss {
-		t.Fatalf("idle since the last push: %v, want miss (the store has let it expire)", got)
-	}
-}
-
-func TestCacheRevalidatesOnceAfterEvery(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, 30*time.Second, 30*time.Minute, clk.now)
-	k := cacheKey(1)
-	c.put(k, cacheIdentity("u1", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-	clk.add(29 * time.Second)
-	if got := cacheGet(c, k, clk.nanos()); got != cacheHit {
-		t.Fatalf("before every: %v, want hit", got)
-	}
-	clk.add(time.Second)
-	if got := cacheGet(c, k, clk.nanos()); got != cacheRevalidate {
-		t.Fatalf("at every: %v, want revalidate", got)
-	}
-	// The revalidating request has pushed the clock of the entry: the
-	// others are served meanwhile, and for another period after.
-	if got := cacheGet(c, k, clk.nanos()); got != cacheHit {
-		t.Fatalf("second request at every: %v, want hit", got)
-	}
-	clk.add(29 * time.Second)
-	if got := cacheGet(c, k, clk.nanos()); got != cacheHit {
-		t.Fatalf("29s after the revalidation: %v, want hit", got)
-	}
-}
-
-func TestCacheRevalidationRace(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Second, time.Hour, clk.now)
-	k := cacheKey(1)
-	c.put(k, cacheIdentity("u1", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-	clk.add(2 * time.Second)
-	var revalidations atomic.Int32
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			if cacheGet(c, k, clk.nanos()) == cacheRevalidate {
-				revalidations.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if n := revalidations.Load(); n != 1 {
-		t.Errorf("%d of 16 concurrent requests revalidate, want exactly 1", n)
-	}
-}
-
-func TestCacheEvictsWithinSize(t *testing.T) {
-	clk := newCacheClock()
-	const size = 1000
-	c := newSessionCache(size, time.Hour, time.Hour, clk.now)
-	capacity := len(c.shards) * len(c.shards[0].ring)
-	if capacity < size || capacity > size+len(c.shards) {
-		t.Fatalf("capacity %d for size %d", capacity, size)
-	}
-	// A working set of hot sessions, used between every insert of a cold one.
-	hot := 100
-	for i := range hot {
-		c.put(cacheKey(i), cacheIdentity("hot", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-	}
-	for i := hot; i < 20*size; i++ {
-		c.put(cacheKey(i), cacheIdentity("cold", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-		cacheGet(c, cacheKey(i%hot), clk.nanos())
-	}
-	if n := c.len(); n > capacity {
-		t.Errorf("%d entries, capacity %d", n, capacity)
-	}
-	kept := 0
-	for i := range hot {
-		if cacheGet(c, cacheKey(i), clk.nanos()) == cacheHit {
-			kept++
-		}
-	}
-	// CLOCK keeps what is used; a plain FIFO would have lost them all.
-	if kept < hot*9/10 {
-		t.Errorf("%d of %d hot sessions kept after %d cold inserts", kept, hot, 20*size)
-	}
-}
-
-func TestCacheSmallSizes(t *testing.T) {
-	clk := newCacheClock()
-	for _, size := range []int{1, 2, 63, 64, 10000} {
-		c := newSessionCache(size, time.Hour, time.Hour, clk.now)
-		for i := range 3 * size {
-			c.put(cacheKey(i), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-		}
-		capacity := len(c.shards) * len(c.shards[0].ring)
-		if n := c.len(); n == 0 || n > capacity || capacity >= size+len(c.shards) {
-			t.Errorf("size %d: %d entries, capacity %d in %d shards", size, n, capacity, len(c.shards))
-		}
-	}
-}
-
-func TestCacheInvalidation(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Hour, time.Hour, clk.now)
-	put := func(i int, user string) {
-		c.put(cacheKey(i), cacheIdentity(user, clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-	}
-	put(1, "alice")
-	put(2, "alice")
-	put(3, "bob")
-	put(4, "bob")
-
-	c.invalidate(store.Invalidation{SessionKey: cacheKey(3).hex()})
-	if cacheGet(c, cacheKey(3), clk.nanos()) != cacheMiss || cacheGet(c, cacheKey(4), clk.nanos()) != cacheHit {
-		t.Fatal("SessionKey: want only that session dropped")
-	}
-	c.invalidate(store.Invalidation{UserID: "alice"})
-	if cacheGet(c, cacheKey(1), clk.nanos()) != cacheMiss || cacheGet(c, cacheKey(2), clk.nanos()) != cacheMiss {
-		t.Fatal("UserID: want every session of the user dropped")
-	}
-	if cacheGet(c, cacheKey(4), clk.nanos()) != cacheHit {
-		t.Fatal("UserID: another user's session dropped")
-	}
-	// Keys that are no session key are ignored.
-	for _, bad := range []string{"zz", strings.Repeat("g", 64), strings.Repeat("a", 66)} {
-		c.invalidate(store.Invalidation{SessionKey: bad})
-	}
-	if cacheGet(c, cacheKey(4), clk.nanos()) != cacheHit {
-		t.Fatal("malformed SessionKey dropped something")
-	}
-}
-
-func TestCacheAllFlushesAndDistrusts(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Hour, time.Hour, clk.now)
-	for i := range 10 {
-		c.put(cacheKey(i), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-	}
-	c.invalidate(store.Invalidation{All: true})
-	if n := c.len(); n != 0 {
-		t.Fatalf("All: %d entries left", n)
-	}
-	// Bypassed: what the store says now is not kept, since the events that
-	// would correct it may still be missing.
-	c.put(cacheKey(1), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-	if got := cacheGet(c, cacheKey(1), clk.nanos()); got != cacheMiss {
-		t.Fatalf("right after All: %v, want miss", got)
-	}
-	clk.add(cacheDistrustFor)
-	c.put(cacheKey(1), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-	if got := cacheGet(c, cacheKey(1), clk.nanos()); got != cacheHit {
-		t.Fatalf("%s after All: %v, want the cache back", cacheDistrustFor, got)
-	}
-}
-
-func TestCacheRefusesReadsOlderThanAnInvalidation(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Hour, time.Hour, clk.now)
-	for _, inv := range []store.Invalidation{
-		{SessionKey: cacheKey(1).hex()},
-		{SessionKey: cacheKey(99).hex()}, // any invalidation: they are rare
-		{UserID: "someone"},
-	} {
-		// A request read the session, then the logout's event came in,
-		// then the request wants to cache what it read.
-		epoch := c.currentEpoch()
-		c.invalidate(inv)
-		c.put(cacheKey(1), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), epoch)
-		if got := cacheGet(c, cacheKey(1), clk.nanos()); got != cacheMiss {
-			t.Errorf("%+v during the read: %v, want miss", inv, got)
-		}
-	}
-}
-
-func TestCacheConcurrentUse(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(256, time.Millisecond, time.Hour, clk.now)
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() {
-			for i := range 5000 {
-				k := cacheKey((w*7 + i) % 1000)
-				switch i % 100 {
-				case 0:
-					c.invalidate(store.Invalidation{UserID: fmt.Sprint("u", i%3)})
-				case 1:
-					c.invalidate(store.Invalidation{SessionKey: k.hex()})
-				case 2:
-					if w == 0 {
-						c.invalidate(store.Invalidation{All: true})
-						clk.add(cacheDistrustFor)
-					}
-				}
-				clk.add(time.Microsecond)
-				e, res := c.get(k, clk.nanos())
-				switch res {
-				case cacheMiss:
-					c.put(k, cacheIdentity(fmt.Sprint("u", i%3), clk.in(time.Hour)), clk.nanos(), c.currentEpoch())
-				case cacheRevalidate:
-					if i%2 == 0 {
-						c.remove(e)
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if n := c.len(); n > len(c.shards)*len(c.shards[0].ring) {
-		t.Errorf("%d entries over capacity", n)
-	}
-}
 
 // cacheCountingStore counts Session calls, the ones a cache must spare, and
 // lets a test send invalidations as a store whose channel broke would.
@@ -330,14 +67,12 @@ func cacheHandler(t *testing.T, cfg *SessionCache) (*Handler, *cacheCountingStor
 		UserHeader:   "X-Forwarded-User",
 		ClaimsHeader: "X-Forwarded-Claims",
 		store:        st,
+		clock:        clk.now,
 	}
 	if err := h.provisionSessionCache(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Cleanup() })
-	if h.cache != nil {
-		h.cache.now = clk.now
-	}
 	id := token.New()
 	now := clk.now()
 	s := store.Session{UserID: "u1", Claims: map[string]string{"group": "org-a"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
@@ -467,7 +202,7 @@ func TestGateFlushedWhenEventsMayBeLost(t *testing.T) {
 	// The store's channel broke: every cached session is dropped, and while
 	// it may be missing events every request asks the store.
 	st.events.Publish(store.Invalidation{All: true})
-	if n := h.cache.len(); n != 0 {
+	if n := h.cache.Len(); n != 0 {
 		t.Fatalf("%d sessions cached after All", n)
 	}
 	before := st.sessions.Load()
@@ -479,7 +214,7 @@ func TestGateFlushedWhenEventsMayBeLost(t *testing.T) {
 	if n := st.sessions.Load() - before; n != 3 {
 		t.Errorf("during the bypass the store was asked %d times for 3 requests", n)
 	}
-	clk.add(cacheDistrustFor)
+	clk.add(sessioncache.DistrustFor)
 	cacheCheck(t, h, hdr)
 	before = st.sessions.Load()
 	cacheCheck(t, h, hdr)
@@ -491,7 +226,7 @@ func TestGateFlushedWhenEventsMayBeLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.events.Publish(store.Invalidation{All: true})
-	if n := h.cache.len(); n != 1 {
+	if n := h.cache.Len(); n != 1 {
 		t.Errorf("an event reached a cleaned-up handler: %d sessions left", n)
 	}
 }
@@ -644,7 +379,7 @@ func TestSessionCacheProvision(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 			continue
 		}
-		if got := time.Duration(h.cache.every); got != tc.wantEvery {
+		if got := h.cache.Every(); got != tc.wantEvery {
 			t.Errorf("%s: revalidates every %s, want %s", tc.name, got, tc.wantEvery)
 		}
 		_ = h.Cleanup()

@@ -2,8 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/textproto"
@@ -15,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/ssogate/ssogate/internal/principal"
+	"github.com/ssogate/ssogate/internal/sessioncache"
 	"github.com/ssogate/ssogate/internal/token"
 	"github.com/ssogate/ssogate/plugins/store"
 )
@@ -58,24 +57,11 @@ func validSessionID(v string) bool {
 	return len(v) == sessionIDLen && token.Classify(v) == token.Opaque
 }
 
-// sessionKey is the store key of a session id as bytes: its SHA-256. The
-// cache is keyed by it rather than by its hex form, which would cost an
-// allocation per request.
-type sessionKey [sha256.Size]byte
+// sessionKey is the store key of a session id as bytes (its SHA-256).
+type sessionKey = sessioncache.Key
 
-// keyOf hashes a session id without allocating: an id longer than the stack
-// buffer (never a valid one) takes the slower path.
-func keyOf(id string) sessionKey {
-	var buf [64]byte
-	if len(id) <= len(buf) {
-		n := copy(buf[:], id)
-		return sha256.Sum256(buf[:n])
-	}
-	return sha256.Sum256([]byte(id))
-}
-
-// hex is the key as stores and invalidation events name it.
-func (k sessionKey) hex() string { return hex.EncodeToString(k[:]) }
+// keyOf hashes a session id without allocating.
+func keyOf(id string) sessionKey { return sessioncache.KeyOf(id) }
 
 // cookieKeys returns the keys of the first maxSessionCookies distinct session
 // cookies of r that have a session id's syntax. The Cookie header is scanned
@@ -124,7 +110,7 @@ func (h *Handler) requestSession(r *http.Request) (*identity, error) {
 func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, error) {
 	idle := time.Duration(h.SessionIdle)
 	if h.cache == nil {
-		s, err := h.store.Session(ctx, k.hex(), idle)
+		s, err := h.store.Session(ctx, k.Hex(), idle)
 		if err != nil {
 			return nil, err
 		}
@@ -133,22 +119,22 @@ func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, e
 		}
 		return newIdentity(s), nil
 	}
-	now := h.cache.now().UnixNano()
-	e, res := h.cache.get(k, now)
+	now := h.cache.Now().UnixNano()
+	e, res := h.cache.Get(k, now)
 	switch res {
-	case cacheHit:
-		return e.id, nil
-	case cacheRevalidate:
+	case sessioncache.Hit:
+		return e.Value, nil
+	case sessioncache.Revalidate:
 		// Sessions never change in the store, so the store only has to
 		// say it still holds this one (and push its idle expiry).
-		if _, err := h.store.Session(ctx, k.hex(), idle); err != nil {
-			h.cache.remove(e)
+		if _, err := h.store.Session(ctx, k.Hex(), idle); err != nil {
+			h.cache.Remove(e)
 			return nil, err
 		}
-		return e.id, nil
+		return e.Value, nil
 	}
-	epoch := h.cache.currentEpoch()
-	s, err := h.store.Session(ctx, k.hex(), idle)
+	epoch := h.cache.Epoch()
+	s, err := h.store.Session(ctx, k.Hex(), idle)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +142,7 @@ func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, e
 		return nil, store.ErrNotFound
 	}
 	id := newIdentity(s)
-	h.cache.put(k, id, now, epoch)
+	h.cache.Put(k, id, now, epoch)
 	return id, nil
 }
 
@@ -211,6 +197,12 @@ func newIdentity(s store.Session) *identity {
 	return id
 }
 
+// UserID implements sessioncache.Value.
+func (id *identity) UserID() string { return id.userID }
+
+// ExpiresAt implements sessioncache.Value.
+func (id *identity) ExpiresAt() int64 { return id.expires }
+
 // applyIdentity tells the upstream who is signed in, through headers the
 // client could not have set (ServeHTTP removed them) and Caddy placeholders.
 func (h *Handler) applyIdentity(r *http.Request, id *identity) {
@@ -229,6 +221,6 @@ func (h *Handler) applyIdentity(r *http.Request, id *identity) {
 // ended sessions in the store; the store's event tells the other instances.
 func (h *Handler) forget(inv store.Invalidation) {
 	if h.cache != nil {
-		h.cache.invalidate(inv)
+		h.cache.Invalidate(inv)
 	}
 }

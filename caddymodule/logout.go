@@ -18,7 +18,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 	}
 	keys, n := h.cookieKeys(r)
 	for _, k := range keys[:n] {
-		key := k.hex()
+		key := k.Hex()
 		// Read first only to say whose session ended in the audit log.
 		sess, err := h.store.Session(r.Context(), key, 0)
 		if err == nil || errors.Is(err, store.ErrNotFound) {

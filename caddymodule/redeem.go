@@ -254,7 +254,7 @@ func (h *Handler) resolveTarget(r *http.Request, rd *redemption) {
 func (h *Handler) startSession(r *http.Request, rd *redemption) {
 	keys, n := h.cookieKeys(r)
 	for _, k := range keys[:n] {
-		key := k.hex()
+		key := k.Hex()
 		if err := h.store.DeleteSession(r.Context(), key); err != nil {
 			// The new session does not depend on it: the old one
 			// still ends at its own expiry, and its cookie is replaced.

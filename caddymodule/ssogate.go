@@ -15,8 +15,10 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/ssogate/ssogate/internal/failurelimit"
 	"github.com/ssogate/ssogate/internal/redirect"
 	"github.com/ssogate/ssogate/internal/reqclean"
+	"github.com/ssogate/ssogate/internal/sessioncache"
 	"github.com/ssogate/ssogate/internal/signedtoken"
 	"github.com/ssogate/ssogate/internal/skippath"
 	"github.com/ssogate/ssogate/plugins/store"
@@ -145,10 +147,11 @@ type Handler struct {
 	frameAncestors string // the embed_from source list; empty without embed_from
 	pageCSP        string // CSP of the gateway's own pages
 
-	limiter *failureLimiter // nil with redeem_rate_limit off
+	limiter *failurelimit.Limiter // nil with redeem_rate_limit off
 
-	cache       *sessionCache // nil with session_cache off
-	unsubscribe func()        // ends the cache's store subscription
+	cache       *sessioncache.Cache[*identity] // nil with session_cache off
+	clock       func() time.Time               // the session cache's; nil: time.Now
+	unsubscribe func()                         // ends the cache's store subscription
 }
 
 // CaddyModule returns the Caddy module information.
