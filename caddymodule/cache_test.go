@@ -28,10 +28,8 @@ func newCacheClock() *cacheClock {
 	return c
 }
 
-func (c *cacheClock) now() time.Time           { return time.Unix(0, c.t.Load()) }
-func (c *cacheClock) add(d time.Duration)      { c.t.Add(int64(d)) }
-func (c *cacheClock) nanos() int64             { return c.t.Load() }
-func (c *cacheClock) in(d time.Duration) int64 { return c.t.Load() + int64(d) }
+func (c *cacheClock) now() time.Time      { return time.Unix(0, c.t.Load()) }
+func (c *cacheClock) add(d time.Duration) { c.t.Add(int64(d)) }
 
 // cacheCountingStore counts Session calls, the ones a cache must spare, and
 // lets a test send invalidations as a store whose channel broke would.

@@ -172,4 +172,3 @@ func TestRateLimitKey(t *testing.T) {
 		}
 	}
 }
-
