@@ -104,8 +104,13 @@ type Handler struct {
 	RewriteUpstreamCookies *bool `json:"rewrite_upstream_cookies,omitempty"`
 
 	// Paths proxied without a session (identity headers are still
-	// stripped), with the syntax of Caddy's path matcher: "/health",
-	// "/assets/*".
+	// removed): exact ("/health"), prefix ("/assets/*"), suffix ("*.css")
+	// or glob patterns, matched case-sensitively against the path the
+	// client sent. Only unambiguous paths are skipped: one with dot or
+	// empty segments, ";" parameters, backslashes, control characters,
+	// invalid UTF-8 or a percent-encoded ".", "/", "\", "%" or ";" could
+	// mean another path to the upstream (Tomcat, IIS, double decoding), so
+	// it is gated like any other.
 	Skip []string `json:"skip,omitempty"`
 
 	// Where browsers (Accept: text/html) without a session are sent, with a

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/ssogate/ssogate/integration/harness"
-	"github.com/ssogate/ssogate/internal/redirect"
+	"github.com/ssogate/ssogate/internal/redirect/redirecttest"
 )
 
 // redeemLink builds the link of one redeem route for tok, with an optional
@@ -84,7 +84,7 @@ func TestRedeemRoutes(t *testing.T) {
 			})
 			t.Run("BadTargetsRefusedAndTokenKept", func(t *testing.T) {
 				m := g.mint(t, orgAKey, `{"userId":"u4"}`)
-				for _, bad := range redirect.BadTargets {
+				for _, bad := range redirecttest.BadTargets {
 					resp := g.do(t, http.MethodGet, st.link(m.SSOToken, bad), "", nil)
 					if resp.StatusCode != http.StatusBadRequest || sessionCookie(resp) != nil {
 						t.Errorf("target %q: %s, want 400 and no cookie", bad, resp.Status)
@@ -97,7 +97,7 @@ func TestRedeemRoutes(t *testing.T) {
 				}
 			})
 			t.Run("GoodTargetsAccepted", func(t *testing.T) {
-				for _, good := range redirect.GoodTargets {
+				for _, good := range redirecttest.GoodTargets {
 					m := g.mint(t, orgAKey, `{"userId":"u5"}`)
 					resp := g.do(t, http.MethodGet, st.link(m.SSOToken, good), "", nil)
 					if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != good {
@@ -109,7 +109,7 @@ func TestRedeemRoutes(t *testing.T) {
 	}
 
 	t.Run("MintRefusesBadStoredTargets", func(t *testing.T) {
-		for _, bad := range redirect.BadTargets {
+		for _, bad := range redirecttest.BadTargets {
 			body, _ := json.Marshal(map[string]string{"userId": "u6", "redirect": bad})
 			resp := g.do(t, http.MethodPost, "/sso/tokens", string(body), nil, "Authorization: Bearer "+orgAKey)
 			if resp.StatusCode != http.StatusBadRequest {

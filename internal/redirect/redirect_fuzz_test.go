@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/ssogate/ssogate/internal/redirect/redirecttest"
 )
 
 // fuzzHosts are the request hosts a fuzz input may be checked against,
@@ -15,10 +17,10 @@ var fuzzHosts = []string{"portal.test:8443", "portal.test", "[2001:db8::1]:8443"
 // FuzzCheck holds Check to what matters, whatever the input: an accepted
 // target reaches only an allowed host, read by net/url or by a browser.
 func FuzzCheck(f *testing.F) {
-	for _, s := range BadTargets {
+	for _, s := range redirecttest.BadTargets {
 		f.Add(s, uint8(0))
 	}
-	for _, s := range GoodTargets {
+	for _, s := range redirecttest.GoodTargets {
 		f.Add(s, uint8(1))
 	}
 	for _, c := range badExtras {

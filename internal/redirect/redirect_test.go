@@ -4,14 +4,22 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/ssogate/ssogate/internal/redirect/redirecttest"
 )
+
+func TestSharedCasesKnowTheLimit(t *testing.T) {
+	if redirecttest.MaxLen != MaxLen {
+		t.Fatalf("redirecttest.MaxLen = %d, redirect.MaxLen = %d", redirecttest.MaxLen, MaxLen)
+	}
+}
 
 // testPolicy is the policy of the SPEC's sample Caddyfile, plus a wildcard.
 var testPolicy = Policy{Hosts: []string{"portal.test", "app.example.com", "*.clinic.example"}}
 
 const testHost = "portal.test:8443"
 
-// badExtras add, to the shared BadTargets, cases that need the wider test
+// badExtras add, to the shared redirecttest.BadTargets, cases that need the wider test
 // policy or the port in the request host, and more variants per category.
 var badExtras = []struct{ name, target string }{
 	{"other host", "https://evil.com:8443/"},
@@ -104,7 +112,7 @@ var badExtras = []struct{ name, target string }{
 	{"empty", ""},
 }
 
-// goodExtras add, to the shared GoodTargets, cases that need the wider test
+// goodExtras add, to the shared redirecttest.GoodTargets, cases that need the wider test
 // policy or the port in the request host.
 var goodExtras = []struct{ name, target string }{
 	{"own host with its port", "https://portal.test:8443/portal/"},
@@ -129,10 +137,10 @@ var goodExtras = []struct{ name, target string }{
 }
 
 func TestCheckRefuses(t *testing.T) {
-	if n := len(BadTargets) + len(badExtras); n < 40 {
+	if n := len(redirecttest.BadTargets) + len(badExtras); n < 40 {
 		t.Fatalf("only %d bad targets", n)
 	}
-	for _, target := range BadTargets {
+	for _, target := range redirecttest.BadTargets {
 		t.Run("BadTargets/"+testName(target), func(t *testing.T) {
 			assertRefused(t, testPolicy, target, testHost)
 			assertRefused(t, Policy{Hosts: []string{"app.example.com"}}, target, "portal.test")
@@ -146,10 +154,10 @@ func TestCheckRefuses(t *testing.T) {
 }
 
 func TestCheckAccepts(t *testing.T) {
-	if n := len(GoodTargets) + len(goodExtras); n < 10 {
+	if n := len(redirecttest.GoodTargets) + len(goodExtras); n < 10 {
 		t.Fatalf("only %d good targets", n)
 	}
-	for _, target := range GoodTargets {
+	for _, target := range redirecttest.GoodTargets {
 		t.Run("GoodTargets/"+testName(target), func(t *testing.T) {
 			assertAccepted(t, testPolicy, target, testHost)
 			assertAccepted(t, Policy{Hosts: []string{"app.example.com"}}, target, "portal.test")
@@ -183,7 +191,7 @@ func TestCheckIPv6RequestHost(t *testing.T) {
 		"https://[2001:db8::1]@evil.com/",
 		"https://[127.0.0.1]/",
 		"https://portal.test/",
-	}, BadTargets...) {
+	}, redirecttest.BadTargets...) {
 		assertRefused(t, p, target, host)
 	}
 }

@@ -1,11 +1,19 @@
-package redirect
+// Package redirecttest holds the redirect targets every redeem route is held
+// to, for the tests of package redirect and the integration tests alike. It is
+// imported by tests only, so it is not compiled into Caddy.
+package redirecttest
 
 import "strings"
 
+// MaxLen is redirect.MaxLen. It is repeated because the tests of package
+// redirect import this package, which therefore cannot import it; a test there
+// keeps the two equal.
+const MaxLen = 2048
+
 // BadTargets are targets every redeem route's integration test must refuse
 // (with 400, the token left unconsumed), for a request to host "portal.test"
-// with redirect_hosts "app.example.com". They are kept here, not in a test
-// file, so that every route is held to the same list.
+// with redirect_hosts "app.example.com". They are kept here, in a package of
+// their own, so that every route is held to the same list.
 var BadTargets = []string{
 	// other hosts
 	"https://evil.com/",
