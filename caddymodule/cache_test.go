@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"github.com/ssogate/ssogate/internal/testclock"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,19 +18,6 @@ import (
 	"github.com/ssogate/ssogate/plugins/store"
 	"github.com/ssogate/ssogate/plugins/store/memory"
 )
-
-// cacheClock is a clock the tests move by hand.
-type cacheClock struct{ t atomic.Int64 }
-
-func newCacheClock() *cacheClock {
-	c := &cacheClock{}
-	// Real time, since the handler without a cache reads the real clock.
-	c.t.Store(time.Now().UnixNano())
-	return c
-}
-
-func (c *cacheClock) now() time.Time      { return time.Unix(0, c.t.Load()) }
-func (c *cacheClock) add(d time.Duration) { c.t.Add(int64(d)) }
 
 // cacheCountingStore counts Session calls, the ones a cache must spare, and
 // lets a test send invalidations as a store whose channel broke would.
@@ -51,10 +39,10 @@ func (s *cacheCountingStore) Session(ctx context.Context, key string, idle time.
 
 // cacheHandler is a provisioned-enough Handler on a memory store of its own,
 // with a hand-moved clock for both, and a signed-in session.
-func cacheHandler(t *testing.T, cfg *SessionCache) (*Handler, *cacheCountingStore, *cacheClock, *http.Cookie) {
+func cacheHandler(t *testing.T, cfg *SessionCache) (*Handler, *cacheCountingStore, *testclock.Clock, *http.Cookie) {
 	t.Helper()
-	clk := newCacheClock()
-	mem := memory.New(clk.now, time.Hour)
+	clk := testclock.New()
+	mem := memory.New(clk.Now, time.Hour)
 	t.Cleanup(func() { _ = mem.Close() })
 	st := &cacheCountingStore{Store: mem}
 	h := &Handler{
@@ -65,14 +53,14 @@ func cacheHandler(t *testing.T, cfg *SessionCache) (*Handler, *cacheCountingStor
 		UserHeader:   "X-Forwarded-User",
 		ClaimsHeader: "X-Forwarded-Claims",
 		store:        st,
-		clock:        clk.now,
+		clock:        clk.Now,
 	}
 	if err := h.provisionSessionCache(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Cleanup() })
 	id := token.New()
-	now := clk.now()
+	now := clk.Now()
 	s := store.Session{UserID: "u1", Claims: map[string]string{"group": "org-a"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 	if err := mem.AddSession(context.Background(), token.Hash(id), s, 30*time.Minute); err != nil {
 		t.Fatal(err)
@@ -106,7 +94,7 @@ func TestGateUsesTheCache(t *testing.T) {
 	}
 	// Once the cache TTL (30s; a tenth of 30m idle is longer) is past, one
 	// request asks the store again, which pushes the idle expiry.
-	clk.add(31 * time.Second)
+	clk.Add(31 * time.Second)
 	if u := cacheCheck(t, h, hdr); u != "u1" {
 		t.Fatalf("after the TTL: user %q", u)
 	}
@@ -115,7 +103,7 @@ func TestGateUsesTheCache(t *testing.T) {
 	}
 	// Active for longer than session_idle: the slide kept it alive.
 	for range 70 {
-		clk.add(31 * time.Second)
+		clk.Add(31 * time.Second)
 		if u := cacheCheck(t, h, hdr); u != "u1" {
 			t.Fatalf("an active session ended: user %q", u)
 		}
@@ -159,7 +147,7 @@ func TestGateCacheHonoursTheStore(t *testing.T) {
 	t.Run("absolute expiry", func(t *testing.T) {
 		h, st, clk, _ := cacheHandler(t, &SessionCache{Size: 10, TTL: caddy.Duration(time.Hour)})
 		id := token.New()
-		now := clk.now()
+		now := clk.Now()
 		s := store.Session{UserID: "u2", CreatedAt: now, ExpiresAt: now.Add(10 * time.Second)}
 		if err := st.AddSession(ctx, token.Hash(id), s, time.Hour); err != nil {
 			t.Fatal(err)
@@ -168,11 +156,11 @@ func TestGateCacheHonoursTheStore(t *testing.T) {
 		if u := cacheCheck(t, h, hdr); u != "u2" {
 			t.Fatalf("fresh session: user %q", u)
 		}
-		clk.add(10*time.Second - 1)
+		clk.Add(10*time.Second - 1)
 		if u := cacheCheck(t, h, hdr); u != "u2" {
 			t.Fatalf("1ns before session_ttl: user %q", u)
 		}
-		clk.add(1)
+		clk.Add(1)
 		if u := cacheCheck(t, h, hdr); u != "" {
 			t.Errorf("at session_ttl: signed in as %q", u)
 		}
@@ -186,7 +174,7 @@ func TestGateCacheHonoursTheStore(t *testing.T) {
 		if err := st.DeleteSession(ctx, token.Hash(c.Value)); err != nil {
 			t.Fatal(err)
 		}
-		clk.add(31 * time.Second)
+		clk.Add(31 * time.Second)
 		if u := cacheCheck(t, h, c.Name+"="+c.Value); u != "" {
 			t.Errorf("after the TTL: signed in as %q", u)
 		}
@@ -212,7 +200,7 @@ func TestGateFlushedWhenEventsMayBeLost(t *testing.T) {
 	if n := st.sessions.Load() - before; n != 3 {
 		t.Errorf("during the bypass the store was asked %d times for 3 requests", n)
 	}
-	clk.add(sessioncache.DistrustFor)
+	clk.Add(sessioncache.DistrustFor)
 	cacheCheck(t, h, hdr)
 	before = st.sessions.Load()
 	cacheCheck(t, h, hdr)

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"github.com/ssogate/ssogate/internal/testclock"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -152,8 +153,8 @@ func TestRedeemRateLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.logger = zap.NewNop()
-	clock := newCacheClock()
-	h.limiter = failurelimit.New(3, time.Minute, 100, clock.now)
+	clock := testclock.New()
+	h.limiter = failurelimit.New(3, time.Minute, 100, clock.Now)
 	counting := &rlCountingStore{Store: h.store}
 	h.store = counting
 
@@ -198,7 +199,7 @@ func TestRedeemRateLimit(t *testing.T) {
 		t.Fatalf("other client: %d, want 302", w.Code)
 	}
 	// The window passes: the attacker may try again.
-	clock.add(time.Minute)
+	clock.Add(time.Minute)
 	if w := rlRedeem(t, h, attacker, "/redirect/"+good); w.Code != http.StatusForbidden {
 		t.Fatalf("after the window: %d, want 403 (used token)", w.Code)
 	}

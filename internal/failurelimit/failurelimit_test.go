@@ -2,31 +2,12 @@ package failurelimit
 
 import (
 	"fmt"
+	"github.com/ssogate/ssogate/internal/testclock"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// rlClock is a clock the test moves by hand.
-type rlClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newRLClock() *rlClock { return &rlClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *rlClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *rlClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // rlFail runs one whole failed redemption for key, as a redemption does.
 func rlFail(t *testing.T, l *Limiter, key string) {
@@ -39,11 +20,11 @@ func rlFail(t *testing.T, l *Limiter, key string) {
 }
 
 func TestLimiterCountsFailuresInASlidingWindow(t *testing.T) {
-	clock := newRLClock()
-	l := New(3, time.Minute, 100, clock.now)
+	clock := testclock.New()
+	l := New(3, time.Minute, 100, clock.Now)
 	for range 3 {
 		rlFail(t, l, "192.0.2.1")
-		clock.advance(10 * time.Second) // failures at 0s, 10s, 20s
+		clock.Add(10 * time.Second) // failures at 0s, 10s, 20s
 	}
 	// At 30s the fourth is refused until the first leaves the window (60s).
 	retry, first, ok := l.Begin("192.0.2.1")
@@ -56,11 +37,11 @@ func TestLimiterCountsFailuresInASlidingWindow(t *testing.T) {
 	// Another client is not affected.
 	rlFail(t, l, "192.0.2.2")
 
-	clock.advance(30*time.Second - time.Nanosecond)
+	clock.Add(30*time.Second - time.Nanosecond)
 	if _, _, ok := l.Begin("192.0.2.1"); ok {
 		t.Fatal("let through a nanosecond before the oldest failure left the window")
 	}
-	clock.advance(time.Nanosecond)
+	clock.Add(time.Nanosecond)
 	// One slot is free: one more failure, then refused until the 10s one
 	// leaves (at 70s, 10s from now).
 	rlFail(t, l, "192.0.2.1")
@@ -70,8 +51,8 @@ func TestLimiterCountsFailuresInASlidingWindow(t *testing.T) {
 }
 
 func TestLimiterReservesSlotsForRequestsInFlight(t *testing.T) {
-	clock := newRLClock()
-	l := New(3, time.Minute, 100, clock.now)
+	clock := testclock.New()
+	l := New(3, time.Minute, 100, clock.Now)
 	// Three concurrent redemptions from one client, none finished: a
 	// fourth must wait, or a burst could try any number of tokens before
 	// the first failure is counted.
@@ -97,11 +78,11 @@ func TestLimiterReservesSlotsForRequestsInFlight(t *testing.T) {
 }
 
 func TestLimiterForgetsIdleClientsAndStaysBounded(t *testing.T) {
-	clock := newRLClock()
-	l := New(2, time.Minute, 4, clock.now)
+	clock := testclock.New()
+	l := New(2, time.Minute, 4, clock.Now)
 	for i := range 4 {
 		rlFail(t, l, fmt.Sprint("10.0.0.", i))
-		clock.advance(time.Second)
+		clock.Add(time.Second)
 	}
 	// A fifth client pushes out the longest idle one.
 	rlFail(t, l, "10.0.0.9")
@@ -115,7 +96,7 @@ func TestLimiterForgetsIdleClientsAndStaysBounded(t *testing.T) {
 		t.Error("the longest idle client was kept over the cap")
 	}
 	// A window later every client has aged out, without any sweeper.
-	clock.advance(time.Minute)
+	clock.Add(time.Minute)
 	rlFail(t, l, "10.0.0.10")
 	if n := l.Size(); n != 1 {
 		t.Fatalf("%d clients tracked a window later, want only the new one", n)

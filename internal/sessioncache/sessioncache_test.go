@@ -2,6 +2,7 @@ package sessioncache
 
 import (
 	"fmt"
+	"github.com/ssogate/ssogate/internal/testclock"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,20 +11,6 @@ import (
 
 	"github.com/ssogate/ssogate/plugins/store"
 )
-
-// cacheClock is a clock the tests move by hand.
-type cacheClock struct{ t atomic.Int64 }
-
-func newCacheClock() *cacheClock {
-	c := &cacheClock{}
-	c.t.Store(time.Now().UnixNano())
-	return c
-}
-
-func (c *cacheClock) now() time.Time           { return time.Unix(0, c.t.Load()) }
-func (c *cacheClock) add(d time.Duration)      { c.t.Add(int64(d)) }
-func (c *cacheClock) nanos() int64             { return c.t.Load() }
-func (c *cacheClock) in(d time.Duration) int64 { return c.t.Load() + int64(d) }
 
 // testSession is a cached value: a user and an absolute expiry.
 type testSession struct {
@@ -54,33 +41,33 @@ func cacheGet(c *sessionCache, k Key, now int64) Result {
 }
 
 func TestCacheHitAndMiss(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Minute, 30*time.Minute, clk.now)
+	clk := testclock.New()
+	c := newSessionCache(100, time.Minute, 30*time.Minute, clk.Now)
 	k := cacheKey(1)
-	if got := cacheGet(c, k, clk.nanos()); got != Miss {
+	if got := cacheGet(c, k, clk.Nanos()); got != Miss {
 		t.Fatalf("empty cache: %v, want miss", got)
 	}
-	c.Put(k, cacheIdentity("u1", clk.in(time.Hour)), clk.nanos(), c.Epoch())
-	e, res := c.Get(k, clk.nanos())
+	c.Put(k, cacheIdentity("u1", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
+	e, res := c.Get(k, clk.Nanos())
 	if res != Hit || e.Value.userID != "u1" {
 		t.Fatalf("after put: %v %v, want a hit for u1", res, e)
 	}
-	if got := cacheGet(c, cacheKey(2), clk.nanos()); got != Miss {
+	if got := cacheGet(c, cacheKey(2), clk.Nanos()); got != Miss {
 		t.Errorf("other key: %v, want miss", got)
 	}
 }
 
 func TestCacheNeverServesPastAbsoluteExpiry(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Hour, time.Hour, clk.now)
+	clk := testclock.New()
+	c := newSessionCache(100, time.Hour, time.Hour, clk.Now)
 	k := cacheKey(1)
-	c.Put(k, cacheIdentity("u1", clk.in(10*time.Second)), clk.nanos(), c.Epoch())
-	clk.add(10*time.Second - 1)
-	if got := cacheGet(c, k, clk.nanos()); got != Hit {
+	c.Put(k, cacheIdentity("u1", clk.In(10*time.Second)), clk.Nanos(), c.Epoch())
+	clk.Add(10*time.Second - 1)
+	if got := cacheGet(c, k, clk.Nanos()); got != Hit {
 		t.Fatalf("1ns before expiry: %v, want hit", got)
 	}
-	clk.add(1)
-	if got := cacheGet(c, k, clk.nanos()); got != Miss {
+	clk.Add(1)
+	if got := cacheGet(c, k, clk.Nanos()); got != Miss {
 		t.Fatalf("at expiry: %v, want miss", got)
 	}
 	if n := c.Len(); n != 0 {
@@ -89,52 +76,52 @@ func TestCacheNeverServesPastAbsoluteExpiry(t *testing.T) {
 }
 
 func TestCacheNeverServesPastStoreIdleExpiry(t *testing.T) {
-	clk := newCacheClock()
+	clk := testclock.New()
 	// every > idle only to show that idle alone ends the entry.
-	c := newSessionCache(100, time.Hour, time.Minute, clk.now)
+	c := newSessionCache(100, time.Hour, time.Minute, clk.Now)
 	k := cacheKey(1)
-	c.Put(k, cacheIdentity("u1", clk.in(time.Hour)), clk.nanos(), c.Epoch())
-	clk.add(time.Minute)
-	if got := cacheGet(c, k, clk.nanos()); got != Miss {
+	c.Put(k, cacheIdentity("u1", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
+	clk.Add(time.Minute)
+	if got := cacheGet(c, k, clk.Nanos()); got != Miss {
 		t.Fatalf("idle since the last push: %v, want miss (the store has let it expire)", got)
 	}
 }
 
 func TestCacheRevalidatesOnceAfterEvery(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, 30*time.Second, 30*time.Minute, clk.now)
+	clk := testclock.New()
+	c := newSessionCache(100, 30*time.Second, 30*time.Minute, clk.Now)
 	k := cacheKey(1)
-	c.Put(k, cacheIdentity("u1", clk.in(time.Hour)), clk.nanos(), c.Epoch())
-	clk.add(29 * time.Second)
-	if got := cacheGet(c, k, clk.nanos()); got != Hit {
+	c.Put(k, cacheIdentity("u1", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
+	clk.Add(29 * time.Second)
+	if got := cacheGet(c, k, clk.Nanos()); got != Hit {
 		t.Fatalf("before every: %v, want hit", got)
 	}
-	clk.add(time.Second)
-	if got := cacheGet(c, k, clk.nanos()); got != Revalidate {
+	clk.Add(time.Second)
+	if got := cacheGet(c, k, clk.Nanos()); got != Revalidate {
 		t.Fatalf("at every: %v, want revalidate", got)
 	}
 	// The revalidating request has pushed the clock of the entry: the
 	// others are served meanwhile, and for another period after.
-	if got := cacheGet(c, k, clk.nanos()); got != Hit {
+	if got := cacheGet(c, k, clk.Nanos()); got != Hit {
 		t.Fatalf("second request at every: %v, want hit", got)
 	}
-	clk.add(29 * time.Second)
-	if got := cacheGet(c, k, clk.nanos()); got != Hit {
+	clk.Add(29 * time.Second)
+	if got := cacheGet(c, k, clk.Nanos()); got != Hit {
 		t.Fatalf("29s after the revalidation: %v, want hit", got)
 	}
 }
 
 func TestCacheRevalidationRace(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Second, time.Hour, clk.now)
+	clk := testclock.New()
+	c := newSessionCache(100, time.Second, time.Hour, clk.Now)
 	k := cacheKey(1)
-	c.Put(k, cacheIdentity("u1", clk.in(time.Hour)), clk.nanos(), c.Epoch())
-	clk.add(2 * time.Second)
+	c.Put(k, cacheIdentity("u1", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
+	clk.Add(2 * time.Second)
 	var revalidations atomic.Int32
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
-			if cacheGet(c, k, clk.nanos()) == Revalidate {
+			if cacheGet(c, k, clk.Nanos()) == Revalidate {
 				revalidations.Add(1)
 			}
 		})
@@ -146,9 +133,9 @@ func TestCacheRevalidationRace(t *testing.T) {
 }
 
 func TestCacheEvictsWithinSize(t *testing.T) {
-	clk := newCacheClock()
+	clk := testclock.New()
 	const size = 1000
-	c := newSessionCache(size, time.Hour, time.Hour, clk.now)
+	c := newSessionCache(size, time.Hour, time.Hour, clk.Now)
 	capacity := len(c.shards) * len(c.shards[0].ring)
 	if capacity < size || capacity > size+len(c.shards) {
 		t.Fatalf("capacity %d for size %d", capacity, size)
@@ -156,18 +143,18 @@ func TestCacheEvictsWithinSize(t *testing.T) {
 	// A working set of hot sessions, used between every insert of a cold one.
 	hot := 100
 	for i := range hot {
-		c.Put(cacheKey(i), cacheIdentity("hot", clk.in(time.Hour)), clk.nanos(), c.Epoch())
+		c.Put(cacheKey(i), cacheIdentity("hot", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
 	}
 	for i := hot; i < 20*size; i++ {
-		c.Put(cacheKey(i), cacheIdentity("cold", clk.in(time.Hour)), clk.nanos(), c.Epoch())
-		cacheGet(c, cacheKey(i%hot), clk.nanos())
+		c.Put(cacheKey(i), cacheIdentity("cold", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
+		cacheGet(c, cacheKey(i%hot), clk.Nanos())
 	}
 	if n := c.Len(); n > capacity {
 		t.Errorf("%d entries, capacity %d", n, capacity)
 	}
 	kept := 0
 	for i := range hot {
-		if cacheGet(c, cacheKey(i), clk.nanos()) == Hit {
+		if cacheGet(c, cacheKey(i), clk.Nanos()) == Hit {
 			kept++
 		}
 	}
@@ -178,11 +165,11 @@ func TestCacheEvictsWithinSize(t *testing.T) {
 }
 
 func TestCacheSmallSizes(t *testing.T) {
-	clk := newCacheClock()
+	clk := testclock.New()
 	for _, size := range []int{1, 2, 63, 64, 10000} {
-		c := newSessionCache(size, time.Hour, time.Hour, clk.now)
+		c := newSessionCache(size, time.Hour, time.Hour, clk.Now)
 		for i := range 3 * size {
-			c.Put(cacheKey(i), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), c.Epoch())
+			c.Put(cacheKey(i), cacheIdentity("u", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
 		}
 		capacity := len(c.shards) * len(c.shards[0].ring)
 		if n := c.Len(); n == 0 || n > capacity || capacity >= size+len(c.shards) {
@@ -192,10 +179,10 @@ func TestCacheSmallSizes(t *testing.T) {
 }
 
 func TestCacheInvalidation(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Hour, time.Hour, clk.now)
+	clk := testclock.New()
+	c := newSessionCache(100, time.Hour, time.Hour, clk.Now)
 	put := func(i int, user string) {
-		c.Put(cacheKey(i), cacheIdentity(user, clk.in(time.Hour)), clk.nanos(), c.Epoch())
+		c.Put(cacheKey(i), cacheIdentity(user, clk.In(time.Hour)), clk.Nanos(), c.Epoch())
 	}
 	put(1, "alice")
 	put(2, "alice")
@@ -203,30 +190,30 @@ func TestCacheInvalidation(t *testing.T) {
 	put(4, "bob")
 
 	c.Invalidate(store.Invalidation{SessionKey: cacheKey(3).Hex()})
-	if cacheGet(c, cacheKey(3), clk.nanos()) != Miss || cacheGet(c, cacheKey(4), clk.nanos()) != Hit {
+	if cacheGet(c, cacheKey(3), clk.Nanos()) != Miss || cacheGet(c, cacheKey(4), clk.Nanos()) != Hit {
 		t.Fatal("SessionKey: want only that session dropped")
 	}
 	c.Invalidate(store.Invalidation{UserID: "alice"})
-	if cacheGet(c, cacheKey(1), clk.nanos()) != Miss || cacheGet(c, cacheKey(2), clk.nanos()) != Miss {
+	if cacheGet(c, cacheKey(1), clk.Nanos()) != Miss || cacheGet(c, cacheKey(2), clk.Nanos()) != Miss {
 		t.Fatal("UserID: want every session of the user dropped")
 	}
-	if cacheGet(c, cacheKey(4), clk.nanos()) != Hit {
+	if cacheGet(c, cacheKey(4), clk.Nanos()) != Hit {
 		t.Fatal("UserID: another user's session dropped")
 	}
 	// Keys that are no session key are ignored.
 	for _, bad := range []string{"zz", strings.Repeat("g", 64), strings.Repeat("a", 66)} {
 		c.Invalidate(store.Invalidation{SessionKey: bad})
 	}
-	if cacheGet(c, cacheKey(4), clk.nanos()) != Hit {
+	if cacheGet(c, cacheKey(4), clk.Nanos()) != Hit {
 		t.Fatal("malformed SessionKey dropped something")
 	}
 }
 
 func TestCacheAllFlushesAndDistrusts(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Hour, time.Hour, clk.now)
+	clk := testclock.New()
+	c := newSessionCache(100, time.Hour, time.Hour, clk.Now)
 	for i := range 10 {
-		c.Put(cacheKey(i), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), c.Epoch())
+		c.Put(cacheKey(i), cacheIdentity("u", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
 	}
 	c.Invalidate(store.Invalidation{All: true})
 	if n := c.Len(); n != 0 {
@@ -234,20 +221,20 @@ func TestCacheAllFlushesAndDistrusts(t *testing.T) {
 	}
 	// Bypassed: what the store says now is not kept, since the events that
 	// would correct it may still be missing.
-	c.Put(cacheKey(1), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), c.Epoch())
-	if got := cacheGet(c, cacheKey(1), clk.nanos()); got != Miss {
+	c.Put(cacheKey(1), cacheIdentity("u", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
+	if got := cacheGet(c, cacheKey(1), clk.Nanos()); got != Miss {
 		t.Fatalf("right after All: %v, want miss", got)
 	}
-	clk.add(DistrustFor)
-	c.Put(cacheKey(1), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), c.Epoch())
-	if got := cacheGet(c, cacheKey(1), clk.nanos()); got != Hit {
+	clk.Add(DistrustFor)
+	c.Put(cacheKey(1), cacheIdentity("u", clk.In(time.Hour)), clk.Nanos(), c.Epoch())
+	if got := cacheGet(c, cacheKey(1), clk.Nanos()); got != Hit {
 		t.Fatalf("%s after All: %v, want the cache back", DistrustFor, got)
 	}
 }
 
 func TestCacheRefusesReadsOlderThanAnInvalidation(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(100, time.Hour, time.Hour, clk.now)
+	clk := testclock.New()
+	c := newSessionCache(100, time.Hour, time.Hour, clk.Now)
 	for _, inv := range []store.Invalidation{
 		{SessionKey: cacheKey(1).Hex()},
 		{SessionKey: cacheKey(99).Hex()}, // any invalidation: they are rare
@@ -257,16 +244,16 @@ func TestCacheRefusesReadsOlderThanAnInvalidation(t *testing.T) {
 		// then the request wants to cache what it read.
 		epoch := c.Epoch()
 		c.Invalidate(inv)
-		c.Put(cacheKey(1), cacheIdentity("u", clk.in(time.Hour)), clk.nanos(), epoch)
-		if got := cacheGet(c, cacheKey(1), clk.nanos()); got != Miss {
+		c.Put(cacheKey(1), cacheIdentity("u", clk.In(time.Hour)), clk.Nanos(), epoch)
+		if got := cacheGet(c, cacheKey(1), clk.Nanos()); got != Miss {
 			t.Errorf("%+v during the read: %v, want miss", inv, got)
 		}
 	}
 }
 
 func TestCacheConcurrentUse(t *testing.T) {
-	clk := newCacheClock()
-	c := newSessionCache(256, time.Millisecond, time.Hour, clk.now)
+	clk := testclock.New()
+	c := newSessionCache(256, time.Millisecond, time.Hour, clk.Now)
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
@@ -280,14 +267,14 @@ func TestCacheConcurrentUse(t *testing.T) {
 				case 2:
 					if w == 0 {
 						c.Invalidate(store.Invalidation{All: true})
-						clk.add(DistrustFor)
+						clk.Add(DistrustFor)
 					}
 				}
-				clk.add(time.Microsecond)
-				e, res := c.Get(k, clk.nanos())
+				clk.Add(time.Microsecond)
+				e, res := c.Get(k, clk.Nanos())
 				switch res {
 				case Miss:
-					c.Put(k, cacheIdentity(fmt.Sprint("u", i%3), clk.in(time.Hour)), clk.nanos(), c.Epoch())
+					c.Put(k, cacheIdentity(fmt.Sprint("u", i%3), clk.In(time.Hour)), clk.Nanos(), c.Epoch())
 				case Revalidate:
 					if i%2 == 0 {
 						c.Remove(e)
