@@ -450,3 +450,18 @@ func TestSignedTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestProvisionValidatesBeforeTheStore: a cheap mistake is refused before the
+// store module is loaded (which would connect to Redis).
+func TestProvisionValidatesBeforeTheStore(t *testing.T) {
+	h := &Handler{TokenTTL: caddy.Duration(time.Hour)}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	err := h.Provision(ctx)
+	if err == nil || !strings.Contains(err.Error(), "token_ttl") {
+		t.Fatalf("Provision = %v, want the token_ttl error", err)
+	}
+	if h.store != nil {
+		t.Fatal("the store was loaded before the configuration was checked")
+	}
+}

@@ -176,9 +176,29 @@ const (
 	defaultAPIPrefix   = "/sso"
 )
 
-// Provision sets defaults and loads the store.
+// Provision sets defaults, checks and prepares the configuration, and only
+// then loads the store, so that a cheap mistake is refused before any
+// connection is opened.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.setDefaults()
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	if err := h.prepare(); err != nil {
+		return err
+	}
+	if err := h.loadStore(ctx); err != nil {
+		return err
+	}
+	if err := h.provisionSessionCache(); err != nil {
+		return err
+	}
+	return h.registerMetrics(ctx.GetMetricsRegistry())
+}
+
+// setDefaults fills in every field left empty.
+func (h *Handler) setDefaults() {
 	if h.TokenTTL == 0 {
 		h.TokenTTL = caddy.Duration(defaultTokenTTL)
 	}
@@ -197,7 +217,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.ClaimsHeader == "" {
 		h.ClaimsHeader = "X-Forwarded-Claims"
 	}
-	h.owned = reqclean.New(h.UserHeader, h.ClaimsHeader)
 	if h.APIPrefix == "" {
 		h.APIPrefix = defaultAPIPrefix
 	}
@@ -206,12 +225,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		on := true
 		h.RewriteUpstreamCookies = &on
 	}
-	h.policy = redirect.Policy{Hosts: h.RedirectHosts}
-	// Cheap mistakes are refused before any connection is opened.
-	if err := h.Validate(); err != nil {
-		return err
+	if h.StoreRaw == nil {
+		h.StoreRaw = json.RawMessage(`{"backend":"memory"}`)
 	}
+}
 
+// prepare turns the configuration into what requests use, refusing what
+// cannot work; it opens no connection.
+func (h *Handler) prepare() error {
+	h.owned = reqclean.New(h.UserHeader, h.ClaimsHeader)
+	h.policy = redirect.Policy{Hosts: h.RedirectHosts}
 	var err error
 	if h.PublicURL != "" {
 		u, err := url.Parse(h.PublicURL)
@@ -221,17 +244,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		u.Path = ""
 		h.publicURL = u
 	}
-
 	if len(h.Skip) > 0 {
 		if h.skip, err = skippath.New(h.Skip); err != nil {
 			return err
 		}
 	}
-
 	if h.routes, err = buildRedeemRoutes(h.Redeem); err != nil {
 		return err
 	}
-
 	if h.creds, err = newCredentials(h.Credentials); err != nil {
 		return err
 	}
@@ -248,10 +268,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("signing_keys: %w", err)
 		}
 	}
+	return h.provisionRateLimit()
+}
 
-	if h.StoreRaw == nil {
-		h.StoreRaw = json.RawMessage(`{"backend":"memory"}`)
-	}
+// loadStore loads the store module, which connects to it.
+func (h *Handler) loadStore(ctx caddy.Context) error {
 	mod, err := ctx.LoadModule(h, "StoreRaw")
 	if err != nil {
 		return fmt.Errorf("loading store: %w", err)
@@ -262,13 +283,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	// Watched, so that an outage is logged once and counted.
 	h.store = watchStore(st, h.logger)
-	if err := h.provisionRateLimit(); err != nil {
-		return err
-	}
-	if err := h.provisionSessionCache(); err != nil {
-		return err
-	}
-	return h.registerMetrics(ctx.GetMetricsRegistry())
+	return nil
 }
 
 // Validate checks the config for values that cannot work.
