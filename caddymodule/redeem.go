@@ -284,11 +284,11 @@ func (h *Handler) finishRedeem(w http.ResponseWriter, r *http.Request, rd *redem
 	if rd.outcome != redeemMethod {
 		countRedeem(rt, rd.outcome)
 	}
-	fields := []zap.Field{zap.String("route", rt.name), zap.String("client_ip", clientIP(r))}
+	route, ip := zap.String("route", rt.name), zap.String("client_ip", clientIP(r))
 	switch rd.outcome {
 	case redeemSuccess:
-		h.audit(zapcore.InfoLevel, "redeemed", append(fields, zap.String("user", rd.grant.UserID),
-			zap.String("credential", rd.grant.CreatedBy), zap.String("token", token.LogID(rd.token)), zap.String("session", token.LogID(rd.session)))...)
+		h.audit(zapcore.InfoLevel, "redeemed", route, zap.String("user", rd.grant.UserID), zap.String("credential", rd.grant.CreatedBy),
+			zap.String("token", token.LogID(rd.token)), zap.String("session", token.LogID(rd.session)), ip)
 		sessionsCreated.Inc()
 		http.SetCookie(w, h.sessionCookie(rd.session))
 		hdr.Set("Location", rd.target)
@@ -304,17 +304,17 @@ func (h *Handler) finishRedeem(w http.ResponseWriter, r *http.Request, rd *redem
 		if rd.firstRefusal {
 			level = zapcore.WarnLevel
 		}
-		h.audit(level, "rejected", append(fields, zap.String("reason", rd.reason))...)
+		h.audit(level, "rejected", route, zap.String("reason", rd.reason), ip)
 		hdr.Set("Retry-After", strconv.Itoa(int((rd.retryAfter+time.Second-1)/time.Second)))
 		return h.fail(w, r, errRateLimited, false)
 	case redeemStoreUnavailable:
 		h.storeFailed(rd.reason, rd.storeErr)
 		return h.fail(w, r, errStoreUnavailable, false)
 	case redeemBadRedirect:
-		h.audit(zapcore.InfoLevel, "rejected", append(fields, zap.String("reason", rd.reason))...)
+		h.audit(zapcore.InfoLevel, "rejected", route, zap.String("reason", rd.reason), ip)
 		return h.fail(w, r, errBadRedirect, false)
 	default: // redeemRejected: the only outcome the limiter counts
-		h.audit(zapcore.InfoLevel, "rejected", append(fields, zap.String("reason", rd.reason))...)
+		h.audit(zapcore.InfoLevel, "rejected", route, zap.String("reason", rd.reason), ip)
 		h.redeemFailed(r)
 		return h.fail(w, r, errInvalidToken, false)
 	}
