@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,4 +286,94 @@ func requireCommand(t testing.TB, name, pkg string) {
 	if _, err := exec.LookPath(name); err != nil {
 		t.Fatalf("harness: %s not found in PATH: install it with apt-get install %s", name, pkg)
 	}
+}
+
+// freeze stops the process with SIGSTOP: it keeps its sockets but answers
+// nothing, as a host that hangs (a long GC pause, a VM migration) would. The
+// kernel still buffers what peers send it, so a frozen replica catches up on
+// thaw unless its link is cut too (CutReplicas).
+func (p *process) freeze() {
+	if !p.exited() {
+		_ = p.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+}
+
+// thaw resumes a frozen process with SIGCONT.
+func (p *process) thaw() {
+	if !p.exited() {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	}
+}
+
+// CutReplicas closes the master's connections to its replicas
+// (CLIENT KILL TYPE replica): whatever the master writes next reaches them
+// only after they reconnect and resynchronise, which a frozen or dead master
+// prevents.
+func CutReplicas(t testing.TB, masterAddr string) {
+	t.Helper()
+	if _, err := redisDo(masterAddr, "CLIENT", "KILL", "TYPE", "replica"); err != nil {
+		t.Fatalf("harness: CLIENT KILL TYPE replica on %s: %v", masterAddr, err)
+	}
+}
+
+// Role is the first word of ROLE on a: "master", "slave" or "sentinel".
+func Role(a string) (string, error) {
+	info, err := redisDo(a, "INFO", "replication")
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "role:"); ok {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("%s: no role in INFO replication", a)
+}
+
+// replicaLinkUp checks that the replica on a has an up link to its master
+// and has finished its initial sync.
+func replicaLinkUp(a string) error {
+	info, err := redisDo(a, "INFO", "replication")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(info, "master_link_status:up") || strings.Contains(info, "master_sync_in_progress:1") {
+		return fmt.Errorf("%s: replica link not up yet", a)
+	}
+	return nil
+}
+
+// WaitReplicated waits until the replica at replica has applied everything
+// the master at master had written when WaitReplicated was called (its
+// slave_repl_offset reaches the master's master_repl_offset).
+func WaitReplicated(t testing.TB, master, replica string) {
+	t.Helper()
+	want, err := replOffset(master, "master_repl_offset")
+	if err != nil {
+		t.Fatalf("harness: WaitReplicated: %v", err)
+	}
+	waitFor(t, replica+" caught up with "+master, 10*time.Second, func() error {
+		got, err := replOffset(replica, "slave_repl_offset")
+		if err != nil {
+			return err
+		}
+		if got < want {
+			return fmt.Errorf("replica at offset %d, master was at %d", got, want)
+		}
+		return nil
+	})
+}
+
+// replOffset reads one offset field of INFO replication.
+func replOffset(a, field string) (int64, error) {
+	info, err := redisDo(a, "INFO", "replication")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s in INFO replication", a, field)
 }

@@ -261,3 +261,63 @@ func writeFile(t testing.TB, path, content string) {
 		t.Fatalf("harness: write %s: %v", path, err)
 	}
 }
+
+// node returns the process of the data node at a, failing the test if the
+// harness did not start one there.
+func (s *Sentinel) node(a string) *process {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.nodes[a]
+	if !ok {
+		s.t.Fatalf("harness: no Sentinel data node at %s", a)
+	}
+	return p
+}
+
+// Replicas are the addresses of the data nodes that run and say they are
+// replicas (ROLE), whatever the state of their link.
+func (s *Sentinel) Replicas() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for a, p := range s.nodes {
+		if p.exited() {
+			continue
+		}
+		if role, err := Role(a); err == nil && role == "slave" {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Freeze stops the data node at a with SIGSTOP (see Thaw). A frozen replica
+// still receives its master's stream into its socket buffer: cut the link
+// with CutReplicas to keep writes from reaching it.
+func (s *Sentinel) Freeze(a string) { s.node(a).freeze() }
+
+// Thaw resumes a node Freeze stopped.
+func (s *Sentinel) Thaw(a string) { s.node(a).thaw() }
+
+// AddReplica starts a fresh, empty data node as a replica of master and
+// returns its address once its initial sync is done. Sentinels learn of it
+// from the master's INFO; the master can count its acknowledgements (WAIT)
+// at once.
+func (s *Sentinel) AddReplica(master string) string {
+	s.t.Helper()
+	host, mport, ok := strings.Cut(master, ":")
+	if !ok {
+		s.t.Fatalf("harness: AddReplica(%q): want host:port", master)
+	}
+	dir := tempDir(s.t, "sentinel-replica")
+	rport, p := startRedisServer(s.t, "redis replica", filepath.Join(dir, "redis.log"), func(port int) []string {
+		return append(redisBaseArgs(port, dir), "--repl-diskless-sync-delay", "0", "--replicaof", host, mport)
+	})
+	waitFor(s.t, "fresh replica synced with "+master, 10*time.Second, func() error { return replicaLinkUp(addr(rport)) }, p)
+	s.mu.Lock()
+	s.nodes[addr(rport)] = p
+	s.mu.Unlock()
+	return addr(rport)
+}
