@@ -420,6 +420,9 @@ func TestScaleSentinelFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("failover %s → %s", old, newMaster)
+	// A redeem needs a replica's acknowledgement (consume_replicas): the
+	// operator's replacement for the dead master.
+	s.AddReplica(newMaster)
 	for _, g := range gws {
 		start := time.Now()
 		scaleEventually(t, g.base+" sign-in after the failover", 20*time.Second, func() error {

@@ -23,7 +23,11 @@ import (
 //		dial_timeout      <duration>
 //		read_timeout      <duration>
 //		write_timeout     <duration>
+//		consume_replicas  <n> [<timeout>]
 //	}
+//
+// consume_replicas 0 turns off the replicas' confirmation of a consumed
+// token; the timeout defaults to 100ms.
 func (r *Redis) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store's name
 	if d.NextArg() {
@@ -101,9 +105,34 @@ func (r *Redis) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				r.WriteTimeout = caddy.Duration(dur)
 			}
+		case "consume_replicas":
+			if err := r.parseConsumeReplicas(d); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unrecognized redis store option %q", d.Val())
 		}
+	}
+	return nil
+}
+
+// parseConsumeReplicas reads consume_replicas <n> [<timeout>].
+func (r *Redis) parseConsumeReplicas(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) < 1 || len(args) > 2 {
+		return d.ArgErr()
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 0 {
+		return d.Errf("consume_replicas: %q is not a number of replicas", args[0])
+	}
+	r.ConsumeReplicas = &n
+	if len(args) == 2 {
+		dur, err := caddy.ParseDuration(args[1])
+		if err != nil || dur <= 0 {
+			return d.Errf("consume_replicas: timeout %q: want a duration such as 100ms", args[1])
+		}
+		r.ConsumeTimeout = caddy.Duration(dur)
 	}
 	return nil
 }

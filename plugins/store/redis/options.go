@@ -3,7 +3,9 @@ package redis
 import (
 	"crypto/tls"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,9 +50,10 @@ func (r *Redis) options() (*goredis.UniversalOptions, error) {
 	if r.TLS && o.TLSConfig == nil {
 		o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	o.DialTimeout = orDefault(r.DialTimeout, time.Second)
-	o.ReadTimeout = orDefault(r.ReadTimeout, 500*time.Millisecond)
-	o.WriteTimeout = orDefault(r.WriteTimeout, 500*time.Millisecond)
+	// A field beats the URL's query, which beats the default.
+	o.DialTimeout = orDefault(r.DialTimeout, orDefault(o.DialTimeout, time.Second))
+	o.ReadTimeout = orDefault(r.ReadTimeout, orDefault(o.ReadTimeout, 500*time.Millisecond))
+	o.WriteTimeout = orDefault(r.WriteTimeout, orDefault(o.WriteTimeout, 500*time.Millisecond))
 	// Without this, go-redis ignores the request's context deadline.
 	o.ContextTimeoutEnabled = true
 	// Waiting for a free connection counts against the same budget: a
@@ -74,27 +77,31 @@ func orDefault[T ~int64](d T, def time.Duration) time.Duration {
 	return def
 }
 
-// parseURL reads redis://, rediss:// and redis-sentinel:// URLs.
+// parseURL reads redis://, rediss:// and redis-sentinel:// URLs, and the
+// query options of urlOptions.
 func parseURL(raw string) (*goredis.UniversalOptions, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
+	query := u.Query()
+	u.RawQuery = ""
+	var o *goredis.UniversalOptions
 	switch u.Scheme {
 	case "redis", "rediss":
-		opt, err := goredis.ParseURL(raw)
+		opt, err := goredis.ParseURL(u.String())
 		if err != nil {
 			return nil, err
 		}
-		return &goredis.UniversalOptions{
+		o = &goredis.UniversalOptions{
 			Addrs:     []string{opt.Addr},
 			Username:  opt.Username,
 			Password:  opt.Password,
 			DB:        opt.DB,
 			TLSConfig: opt.TLSConfig,
-		}, nil
+		}
 	case "redis-sentinel":
-		o := &goredis.UniversalOptions{}
+		o = &goredis.UniversalOptions{}
 		for _, h := range strings.Split(u.Host, ",") {
 			if h == "" {
 				continue
@@ -118,8 +125,100 @@ func parseURL(raw string) (*goredis.UniversalOptions, error) {
 			o.Username = u.User.Username()
 			o.Password, _ = u.User.Password()
 		}
-		return o, nil
 	default:
 		return nil, fmt.Errorf("scheme %q: want redis://, rediss:// or redis-sentinel://", u.Scheme)
 	}
+	if err := applyQuery(o, query); err != nil {
+		return nil, fmt.Errorf("%s: %w", u.Redacted(), err)
+	}
+	return o, nil
+}
+
+// urlOptions are the query options a store URL may carry: the size and
+// lifetime of the connection pool, the client's name, and the timeouts
+// (which the fields of the same name override). Every other option is
+// refused rather than ignored, so that a setting an operator believes in is
+// never silently dropped; refused reasons say why for the go-redis options
+// the store controls itself.
+var urlOptions = []string{
+	"client_name", "conn_max_idle_time", "conn_max_lifetime", "dial_timeout", "max_active_conns",
+	"max_idle_conns", "min_idle_conns", "pool_size", "read_timeout", "write_timeout",
+}
+
+// refusedOptions explain go-redis URL options the store does not take.
+var refusedOptions = map[string]string{
+	"max_retries":       "the store retries once, so that an outage answers 503 within about two dial timeouts",
+	"min_retry_backoff": "the store retries once, so that an outage answers 503 within about two dial timeouts",
+	"max_retry_backoff": "the store retries once, so that an outage answers 503 within about two dial timeouts",
+	"pool_timeout":      "the wait for a free connection is dial_timeout + read_timeout",
+	"db":                "give the database in the path: redis://host:port/<db>",
+	"skip_verify":       "certificate verification cannot be turned off",
+	"protocol":          "the store speaks RESP2",
+}
+
+// applyQuery sets o from the URL's query options.
+func applyQuery(o *goredis.UniversalOptions, q url.Values) error {
+	keys := slices.Sorted(maps.Keys(q))
+	for _, k := range keys {
+		vals := q[k]
+		if why, ok := refusedOptions[k]; ok {
+			return fmt.Errorf("query option %q is not supported: %s", k, why)
+		}
+		if !slices.Contains(urlOptions, k) {
+			return fmt.Errorf("unknown query option %q (supported: %s)", k, strings.Join(urlOptions, ", "))
+		}
+		if len(vals) != 1 {
+			return fmt.Errorf("query option %q given %d times", k, len(vals))
+		}
+		v := vals[0]
+		var err error
+		switch k {
+		case "client_name":
+			o.ClientName = v
+		case "pool_size":
+			o.PoolSize, err = count(v)
+		case "min_idle_conns":
+			o.MinIdleConns, err = count(v)
+		case "max_idle_conns":
+			o.MaxIdleConns, err = count(v)
+		case "max_active_conns":
+			o.MaxActiveConns, err = count(v)
+		case "conn_max_idle_time":
+			o.ConnMaxIdleTime, err = duration(v)
+		case "conn_max_lifetime":
+			o.ConnMaxLifetime, err = duration(v)
+		case "dial_timeout":
+			o.DialTimeout, err = duration(v)
+		case "read_timeout":
+			o.ReadTimeout, err = duration(v)
+		case "write_timeout":
+			o.WriteTimeout, err = duration(v)
+		}
+		if err != nil {
+			return fmt.Errorf("query option %s=%q: %w", k, v, err)
+		}
+	}
+	return nil
+}
+
+// count reads a non-negative number.
+func count(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("want a number ≥ 0")
+	}
+	return n, nil
+}
+
+// duration reads a Go duration ("500ms") or, as go-redis does, a number of
+// seconds.
+func duration(s string) (time.Duration, error) {
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("want a duration such as 500ms")
+	}
+	return d, nil
 }

@@ -78,10 +78,25 @@ type Redis struct {
 	DialTimeout  caddy.Duration `json:"dial_timeout,omitempty"`
 	ReadTimeout  caddy.Duration `json:"read_timeout,omitempty"`
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
+	// How many replicas must acknowledge a consumed token (WAIT) before its
+	// redeem succeeds: the deletion of an opaque token, or the used-mark of
+	// a signed token's jti. With fewer in time (consume_timeout) the redeem
+	// answers 503 and creates no session, and a failover cannot bring the
+	// token back for a second sign-in. 0 turns the wait off.
+	// Default: 0 on a standalone server; 1 with Sentinel; with Cluster, 1 on
+	// the shards that have replicas and 0 on those that have none.
+	ConsumeReplicas *int `json:"consume_replicas,omitempty"`
+	// How long a redeem waits for those acknowledgements. It must be shorter
+	// than read_timeout. Default: 100ms.
+	ConsumeTimeout caddy.Duration `json:"consume_timeout,omitempty"`
 
-	conn   *connection
-	prefix string
-	events string
+	conn    *connection
+	confirm *confirm
+	// tokenTTL is the handler's token_ttl (SetTokenTTL): a direct token
+	// living longer is refused. Zero: maxTokenTTL.
+	tokenTTL time.Duration
+	prefix   string
+	events   string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -113,6 +128,7 @@ func (r *Redis) Provision(ctx caddy.Context) error {
 		return err
 	}
 	r.conn = conn
+	r.confirm = newConfirm(r, opts)
 	return nil
 }
 
@@ -124,7 +140,7 @@ func (r *Redis) Validate() error {
 	if r.DB != 0 && r.Cluster {
 		return errors.New("redis store: Cluster has no database numbers")
 	}
-	return nil
+	return r.validateConsume()
 }
 
 // Cleanup lets go of the connection; the last config using it closes it.
@@ -151,6 +167,7 @@ func (r *Redis) AddToken(ctx context.Context, key string, t store.Token, ttl tim
 	}
 	ok, err := r.conn.client.SetNX(ctx, r.key("tok", key), val, ttl).Result()
 	if err != nil {
+		r.reloadOnError(err)
 		return store.Unavailable("add token", err)
 	}
 	if !ok {
@@ -159,31 +176,71 @@ func (r *Redis) AddToken(ctx context.Context, key string, t store.Token, ttl tim
 	return nil
 }
 
-// TakeToken implements store.Store with GETDEL: one command, so of any number
-// of instances asking at once, exactly one gets the token.
+// TakeToken implements store.Store with one script on the token's key (GET,
+// PTTL, DEL): of any number of instances asking at once, exactly one gets
+// the token, and with it the TTL it had left, which holds direct minters to
+// token_ttl (see direct.go). The deletion is confirmed by replicas (WAIT)
+// before the token is returned; see wait.go.
 func (r *Redis) TakeToken(ctx context.Context, key string) (store.Token, error) {
-	val, err := r.conn.client.GetDel(ctx, r.key("tok", key)).Bytes()
+	k := r.key("tok", key)
+	var take *goredis.Cmd
+	want, got, err := r.consumeOn(ctx, k, func(p goredis.Pipeliner) {
+		take = p.EvalSha(ctx, takeScript.Hash(), []string{k})
+	})
+	if err == nil && isNoScript(take.Err()) {
+		// A node that has not seen the script yet (a new master, a
+		// restart): nothing ran. EVAL runs it and caches it there.
+		want, got, err = r.consumeOn(ctx, k, func(p goredis.Pipeliner) {
+			take = p.Eval(ctx, takeSource, []string{k})
+		})
+	}
+	if err != nil {
+		return store.Token{}, store.Unavailable("take token", err)
+	}
+	val, left, err := takeResult(take)
 	if errors.Is(err, goredis.Nil) {
 		return store.Token{}, store.ErrNotFound
 	}
 	if err != nil {
+		r.reloadOnError(err)
 		return store.Token{}, store.Unavailable("take token", err)
+	}
+	if got < want {
+		return store.Token{}, unconfirmed("take token", want, got, r.confirm.timeout)
 	}
 	var t store.Token
 	if err := json.Unmarshal(val, &t); err != nil || t.UserID == "" {
 		// A record nobody can use is the same as none; it is gone now.
 		return store.Token{}, store.ErrNotFound
 	}
+	if err := r.checkLife(t, left, time.Now()); err != nil {
+		return store.Token{}, err
+	}
 	return t, nil
 }
 
-// UseOnce implements store.Store.
+// UseOnce implements store.Store with SET NX, confirmed by replicas (WAIT)
+// when it marks a jti used for the first time.
 func (r *Redis) UseOnce(ctx context.Context, id string, ttl time.Duration) (bool, error) {
-	ok, err := r.conn.client.SetNX(ctx, r.key("jti", id), "1", ttl).Result()
+	k := r.key("jti", id)
+	var set *goredis.BoolCmd
+	want, got, err := r.consumeOn(ctx, k, func(p goredis.Pipeliner) {
+		set = p.SetNX(ctx, k, "1", ttl)
+	})
+	if err == nil {
+		err = set.Err()
+	}
 	if err != nil {
+		r.reloadOnError(err)
 		return false, store.Unavailable("use once", err)
 	}
-	return ok, nil
+	if !set.Val() {
+		return false, nil // used before: nothing of ours to confirm
+	}
+	if got < want {
+		return false, unconfirmed("use once", want, got, r.confirm.timeout)
+	}
+	return true, nil
 }
 
 // AddSession implements store.Store. The user index is kept as long as the

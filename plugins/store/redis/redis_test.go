@@ -67,6 +67,7 @@ func open(t *testing.T, r *Redis) *Redis {
 	if r.conn, err = connect(r.poolKey(), opts, r.events, zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
+	r.confirm = newConfirm(r, opts)
 	t.Cleanup(func() {
 		if err := r.Cleanup(); err != nil {
 			t.Error(err)
