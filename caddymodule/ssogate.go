@@ -281,6 +281,10 @@ func (h *Handler) loadStore(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("module %T is not an ssogate store", mod)
 	}
+	// A store that takes direct tokens holds them to token_ttl.
+	if l, ok := st.(interface{ SetTokenTTL(time.Duration) }); ok {
+		l.SetTokenTTL(time.Duration(h.TokenTTL))
+	}
 	// Watched, so that an outage is logged once and counted.
 	h.store = watchStore(st, h.logger)
 	return nil

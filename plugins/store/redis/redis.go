@@ -90,13 +90,14 @@ type Redis struct {
 	// than read_timeout. Default: 100ms.
 	ConsumeTimeout caddy.Duration `json:"consume_timeout,omitempty"`
 
-	conn    *connection
-	confirm *confirm
+	conn   *connection
+	prefix string
+	events string
+
+	confirm *confirm // wait.go
 	// tokenTTL is the handler's token_ttl (SetTokenTTL): a direct token
 	// living longer is refused. Zero: maxTokenTTL.
 	tokenTTL time.Duration
-	prefix   string
-	events   string
 }
 
 // CaddyModule returns the Caddy module information.

@@ -20,8 +20,9 @@ import (
 	"github.com/ssogate/ssogate/plugins/store/storetest"
 )
 
-// startServer runs a redis-server of the test's own on a free port.
-func startServer(t *testing.T) string {
+// startServer runs a redis-server of the test's own on a free port, with
+// extra arguments appended.
+func startServer(t *testing.T, extra ...string) string {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not installed (the README's test command installs it): %v", err)
@@ -35,6 +36,7 @@ func startServer(t *testing.T) string {
 	dir := t.TempDir()
 	cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	cmd.Args = append(cmd.Args, extra...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func Run(t *testing.T, newStore func(t *testing.T) (s store.Store, peer func() s
 		s, _ := newStore(t)
 		ctx := context.Background()
 		key := token.Hash(token.New())
-		want := store.Token{UserID: "u1", Claims: map[string]string{"group": "org-a"}, Redirect: "/x#/y", CreatedBy: "cred", IssuedAt: "2026-01-02T03:04:05Z"}
+		want := store.Token{UserID: "u1", Claims: map[string]string{"group": "org-a"}, Redirect: "/x#/y", CreatedBy: "cred", IssuedAt: time.Now().UTC().Format(time.RFC3339)}
 		if err := s.AddToken(ctx, key, want, 30*time.Second); err != nil {
 			t.Fatalf("AddToken: %v", err)
 		}
