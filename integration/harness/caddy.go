@@ -212,6 +212,10 @@ func (c *Caddy) Logs() string {
 // SIGKILL if it has not exited within five seconds. It runs at cleanup too.
 func (c *Caddy) Stop() { c.proc.stop(caddyStopGrace) }
 
+// Kill ends Caddy with SIGKILL, as a crash or an OOM kill would, and
+// returns once it has exited.
+func (c *Caddy) Kill() { c.proc.kill() }
+
 // Reload writes caddyfile over the config file and runs
 //
 //	caddy reload --config <file> --adapter caddyfile --address 127.0.0.1:<AdminPort> --force
