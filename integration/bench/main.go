@@ -9,7 +9,9 @@
 //
 //   - signed-in requests/s and p50/p99 latency of each, in alternating rounds
 //     (medians), with its own HTTP/1.1 keep-alive load generator;
-//   - redeem latency at a fixed 1,000 redeems/s (open loop), and the most
+//   - redeem latency at a fixed 1,000 redeems/s (open loop), without and
+//     with a replica's confirmation of each consumed token (a replica on
+//     loopback, consume_replicas 1), and the most
 //     redeems/s it sustains;
 //   - Redis commands per signed-in request and per redeem (INFO commandstats);
 //   - memory per idle session of the memory store, and the gate's
@@ -110,7 +112,11 @@ func run(t *benchTB, o options, root string) string {
 	r := &report{opts: o, date: began.UTC().Format("2006-01-02 15:04 MST"), loadBefore: loadAverage()}
 
 	log.Print("starting redis-server, the upstream and three Caddy instances")
-	rds := harness.StartRedis(t)
+	rds := harness.StartRedis(t, "--repl-diskless-sync-delay", "0")
+	// A replica, for the redeems that wait for its acknowledgement.
+	host, port, _ := strings.Cut(rds.Addr(), ":")
+	replica := harness.StartRedis(t, "--replicaof", host, port)
+	replica.WaitSynced(t)
 	up := startUpstream(t)
 	apiKey := token.New()
 	sum := sha256.Sum256([]byte(apiKey))
@@ -119,6 +125,9 @@ func run(t *benchTB, o options, root string) string {
 	gated := startCaddy(t, "ssogate, session cache (default)", gatedSite(rds.URL(), keyHash, up, ""), 401)
 	uncached := startCaddy(t, "ssogate, session_cache off", gatedSite(rds.URL(), keyHash, up, "session_cache off"), 401)
 	plain := startCaddy(t, "plain reverse_proxy", "\treverse_proxy "+up+"\n", 200)
+	// Every redeem waits for the replica (WAIT 1 100ms after GETDEL), as
+	// Sentinel and Cluster deployments do by default.
+	confirmed := startCaddy(t, "ssogate, consume_replicas 1", gatedSite(rds.URL()+" {\n\t\t\tconsume_replicas 1 100ms\n\t\t}", keyHash, up, ""), 401)
 	targets := []target{plain, gated, uncached}
 
 	log.Printf("signing in %d browsers", o.conns)
@@ -182,6 +191,20 @@ func run(t *benchTB, o options, root string) string {
 	cc := commandCount{}
 	cc.add(before, commandStats(t, rds), res.requests)
 	r.commands["redeem"] = cc
+	log.Printf("  p50 %s  p99 %s  max %s", ms(res.percentile(50)), ms(res.percentile(99)), ms(res.percentile(100)))
+
+	log.Printf("redeem with replica confirmation: %d/s for %s, open loop", o.redeemRate, o.redeemFor)
+	links = mintDirect(t, rds.Client(), confirmed.addr, n)
+	before = commandStats(t, rds)
+	res, err = openLoop(confirmed.addr, 32, n, time.Second/time.Duration(o.redeemRate), func(i int) []byte { return links[i] }, 302)
+	t.check(err, "fixed-rate confirmed redeem")
+	if res.errors > 0 {
+		t.Fatalf("fixed-rate confirmed redeem: %d errors, first: %v", res.errors, res.firstErr)
+	}
+	r.redeemConfirmed = res
+	cc = commandCount{}
+	cc.add(before, commandStats(t, rds), res.requests)
+	r.commands["redeem, consume_replicas 1"] = cc
 	log.Printf("  p50 %s  p99 %s  max %s", ms(res.percentile(50)), ms(res.percentile(99)), ms(res.percentile(100)))
 
 	log.Print("redeem: maximum rate, closed loop")

@@ -29,6 +29,7 @@ type report struct {
 	commands   map[string]commandCount // by target name, and "redeem"
 
 	redeemFixed        loadResult
+	redeemConfirmed    loadResult // with consume_replicas 1 and one replica
 	redeemMax          loadResult
 	redeemMaxExhausted bool
 
@@ -91,11 +92,15 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "| signed-in request, %s | %s |\n", strings.TrimPrefix(name, "ssogate, "), r.commands[name].perRequest())
 	}
 	fmt.Fprintf(&b, "| redeem | %s |\n", r.commands["redeem"].perRequest())
+	fmt.Fprintf(&b, "| redeem, consume_replicas 1 | %s |\n", r.commands["redeem, consume_replicas 1"].perRequest())
 
 	f := r.redeemFixed
 	fmt.Fprintf(&b, "\n| Redeem (`GET /redirect/{token}` → 302 + session, store redis) | |\n|---|---|\n")
 	fmt.Fprintf(&b, "| at %d/s for %s, open loop (latency from the scheduled send): p50 / p99 / max | %s / %s / %s |\n",
 		o.redeemRate, o.redeemFor, ms(f.percentile(50)), ms(f.percentile(99)), ms(f.percentile(100)))
+	c := r.redeemConfirmed
+	fmt.Fprintf(&b, "| the same, each redeem confirmed by a replica (`consume_replicas 1 100ms`, one replica on loopback): p50 / p99 / max | %s / %s / %s |\n",
+		ms(c.percentile(50)), ms(c.percentile(99)), ms(c.percentile(100)))
 	more := ""
 	if r.redeemMaxExhausted {
 		more = " (ran out of tokens: at least this)"

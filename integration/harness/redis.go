@@ -377,3 +377,13 @@ func replOffset(a, field string) (int64, error) {
 	}
 	return 0, fmt.Errorf("%s: no %s in INFO replication", a, field)
 }
+
+// WaitSynced waits until this server, started with --replicaof, has an up
+// link to its master and has finished its initial sync.
+func (r *Redis) WaitSynced(t testing.TB) {
+	t.Helper()
+	r.mu.Lock()
+	p := r.proc
+	r.mu.Unlock()
+	waitFor(t, "replica "+r.Addr()+" synced", 20*time.Second, func() error { return replicaLinkUp(r.Addr()) }, p)
+}
