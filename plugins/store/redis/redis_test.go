@@ -22,7 +22,7 @@ import (
 
 // startServer runs a redis-server of the test's own on a free port, with
 // extra arguments appended.
-func startServer(t *testing.T, extra ...string) string {
+func startServer(t testing.TB, extra ...string) string {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not installed (the README's test command installs it): %v", err)
@@ -55,7 +55,7 @@ func startServer(t *testing.T, extra ...string) string {
 }
 
 // open provisions a store the way Caddy would, minus the caddy.Context.
-func open(t *testing.T, r *Redis) *Redis {
+func open(t testing.TB, r *Redis) *Redis {
 	t.Helper()
 	opts, err := r.options()
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,7 +21,7 @@ import (
 
 // startPair runs a master and a replica of it, and returns their addresses
 // once the replica's initial sync is done.
-func startPair(t *testing.T) (master, replica string) {
+func startPair(t testing.TB) (master, replica string) {
 	t.Helper()
 	master = startServer(t, "--repl-diskless-sync-delay", "0")
 	host, port, _ := strings.Cut(master, ":")
@@ -273,5 +275,37 @@ func TestURLQueryOptions(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "secret") {
 			t.Errorf("%s: the error shows the password: %v", in, err)
 		}
+	}
+}
+
+// BenchmarkTakeToken is one redeem's store work, with and without a
+// replica's acknowledgement (one replica on loopback).
+func BenchmarkTakeToken(b *testing.B) {
+	for _, n := range []int{0, 1} {
+		b.Run(fmt.Sprintf("consume_replicas=%d", n), func(b *testing.B) {
+			master, _ := startPair(b)
+			s := open(b, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &n})
+			ctx := context.Background()
+			keys := make([]string, b.N)
+			for i := range keys {
+				keys[i] = token.Hash(token.New())
+				if err := s.AddToken(ctx, keys[i], store.Token{UserID: "u"}, 30*time.Second); err != nil {
+					b.Fatal(err)
+				}
+			}
+			lat := make([]time.Duration, b.N)
+			b.ResetTimer()
+			for i := range b.N {
+				start := time.Now()
+				if _, err := s.TakeToken(ctx, keys[i]); err != nil {
+					b.Fatal(err)
+				}
+				lat[i] = time.Since(start)
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
 	}
 }
