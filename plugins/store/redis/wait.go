@@ -208,3 +208,21 @@ func (t *topology) refresh(ctx context.Context, client goredis.UniversalClient) 
 	t.mu.Unlock()
 	return nil
 }
+
+// waitReplicas runs the commands queue adds and a WAIT on the node owning
+// key, in one pipeline, and returns an error wrapping store.ErrUnavailable
+// unless as many replicas as a consumption needs acknowledged them. It is
+// for the other records whose loss in a failover would hurt (a logout, a
+// revocation): every command queue adds must touch key's node (on Cluster,
+// key's slot), since WAIT counts what one connection wrote. The caller reads
+// its commands' own results.
+func (r *Redis) waitReplicas(ctx context.Context, op, key string, queue func(p goredis.Pipeliner)) error {
+	want, got, err := r.consumeOn(ctx, key, queue)
+	if err != nil {
+		return store.Unavailable(op, err)
+	}
+	if got < want {
+		return unconfirmed(op, want, got, r.confirm.timeout)
+	}
+	return nil
+}

@@ -309,3 +309,24 @@ func BenchmarkTakeToken(b *testing.B) {
 		})
 	}
 }
+
+// waitReplicas confirms other writes the same way (for logouts and
+// revocations).
+func TestWaitReplicas(t *testing.T) {
+	master, replica := startPair(t)
+	one := 1
+	s := open(t, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &one, ConsumeTimeout: caddy.Duration(50 * time.Millisecond)})
+	ctx := context.Background()
+	del := func(p goredis.Pipeliner) { p.Del(ctx, "ssogate:sess:x") }
+	if err := s.waitReplicas(ctx, "delete session", "ssogate:sess:x", del); err != nil {
+		t.Fatalf("with a replica: %v", err)
+	}
+	rc := goredis.NewClient(&goredis.Options{Addr: replica})
+	defer rc.Close()
+	if err := rc.ReplicaOf(ctx, "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitReplicas(ctx, "delete session", "ssogate:sess:x", del); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("without a replica: %v, want ErrUnavailable", err)
+	}
+}
