@@ -470,7 +470,9 @@ func TestMinting(t *testing.T) {
 		// Every documented field, plus one the gateway must ignore, written
 		// with redis-cli directly (no shell).
 		tok = mintRandom()
-		val := `{"userId":"u2","claims":{"group":"direct"},"redirect":"/app/","createdBy":"billing","iat":"2025-01-01T00:00:00Z","futureField":[1]}`
+		// iat is now: an older one than token_ttl is refused (directmint_test.go).
+		val := `{"userId":"u2","claims":{"group":"direct"},"redirect":"/app/","createdBy":"billing","iat":"` +
+			time.Now().UTC().Format(time.RFC3339) + `","futureField":[1]}`
 		out, err = exec.Command("redis-cli", "-h", host, "-p", port, "SET", "ssogate:tok:"+mintHash(tok), val, "EX", "30", "NX").CombinedOutput()
 		if err != nil || strings.TrimSpace(string(out)) != "OK" {
 			t.Fatalf("redis-cli SET: %v %q", err, out)
