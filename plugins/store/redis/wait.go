@@ -72,9 +72,15 @@ func (r *Redis) validateConsume() error {
 	if r.ConsumeReplicas != nil && *r.ConsumeReplicas < 0 {
 		return fmt.Errorf("redis store: consume_replicas %d: want 0 or more", *r.ConsumeReplicas)
 	}
-	read := orDefault(r.ReadTimeout, 500*time.Millisecond)
-	if t := time.Duration(r.ConsumeTimeout); t < 0 || t >= read {
-		return fmt.Errorf("redis store: consume_timeout %s: must be shorter than read_timeout (%s), or the client gives up first", t, read)
+	if r.ConsumeTimeout < 0 {
+		return fmt.Errorf("redis store: consume_timeout %s: want a positive duration", time.Duration(r.ConsumeTimeout))
+	}
+	o, err := r.options()
+	if err != nil {
+		return err
+	}
+	if c := newConfirm(r, o); c.fixed != 0 && c.timeout >= o.ReadTimeout {
+		return fmt.Errorf("redis store: consume_replicas timeout %s: must be shorter than read_timeout (%s), or the client gives up first", c.timeout, o.ReadTimeout)
 	}
 	return nil
 }

@@ -114,18 +114,27 @@ func TestConsumeDefaults(t *testing.T) {
 }
 
 func TestValidateConsume(t *testing.T) {
-	neg := -1
+	neg, zero, one := -1, 0, 1
+	const sentinel = "redis-sentinel://127.0.0.1:1/m"
 	for _, r := range []*Redis{
-		{ConsumeReplicas: &neg},
-		{ConsumeTimeout: caddy.Duration(500 * time.Millisecond)},
-		{ConsumeTimeout: caddy.Duration(300 * time.Millisecond), ReadTimeout: caddy.Duration(200 * time.Millisecond)},
+		{URL: sentinel, ConsumeReplicas: &neg},
+		{URL: sentinel, ConsumeTimeout: caddy.Duration(500 * time.Millisecond)},
+		{URL: sentinel, ConsumeTimeout: caddy.Duration(300 * time.Millisecond), ReadTimeout: caddy.Duration(200 * time.Millisecond)},
+		{URL: sentinel, ReadTimeout: caddy.Duration(50 * time.Millisecond)}, // the 100ms default
+		{URL: "redis://127.0.0.1:1/0", ConsumeReplicas: &one, ReadTimeout: caddy.Duration(100 * time.Millisecond)},
 	} {
 		if err := r.Validate(); err == nil {
 			t.Errorf("%+v validated", r)
 		}
 	}
-	if err := (&Redis{ConsumeTimeout: caddy.Duration(400 * time.Millisecond)}).Validate(); err != nil {
-		t.Error(err)
+	for _, r := range []*Redis{
+		{URL: sentinel, ConsumeTimeout: caddy.Duration(400 * time.Millisecond)},
+		{URL: sentinel, ConsumeReplicas: &zero, ReadTimeout: caddy.Duration(50 * time.Millisecond)},
+		{URL: "redis://127.0.0.1:1/0", ReadTimeout: caddy.Duration(50 * time.Millisecond)}, // no wait on a standalone server
+	} {
+		if err := r.Validate(); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
 	}
 }
 
