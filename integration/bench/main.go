@@ -125,9 +125,9 @@ func run(t *benchTB, o options, root string) string {
 	gated := startCaddy(t, "ssogate, session cache (default)", gatedSite(rds.URL(), keyHash, up, ""), 401)
 	uncached := startCaddy(t, "ssogate, session_cache off", gatedSite(rds.URL(), keyHash, up, "session_cache off"), 401)
 	plain := startCaddy(t, "plain reverse_proxy", "\treverse_proxy "+up+"\n", 200)
-	// Every redeem waits for the replica (WAIT 1 100ms after GETDEL), as
+	// Every redeem waits for the replica (WAIT 1 250 after taking), as
 	// Sentinel and Cluster deployments do by default.
-	confirmed := startCaddy(t, "ssogate, consume_replicas 1", gatedSite(rds.URL()+" {\n\t\t\tconsume_replicas 1 100ms\n\t\t}", keyHash, up, ""), 401)
+	confirmed := startCaddy(t, "ssogate, consume_replicas 1", gatedSite(rds.URL()+" {\n\t\t\tconsume_replicas 1\n\t\t}", keyHash, up, ""), 401)
 	targets := []target{plain, gated, uncached}
 
 	log.Printf("signing in %d browsers", o.conns)

@@ -99,7 +99,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "| at %d/s for %s, open loop (latency from the scheduled send): p50 / p99 / max | %s / %s / %s |\n",
 		o.redeemRate, o.redeemFor, ms(f.percentile(50)), ms(f.percentile(99)), ms(f.percentile(100)))
 	c := r.redeemConfirmed
-	fmt.Fprintf(&b, "| the same, each redeem confirmed by a replica (`consume_replicas 1 100ms`, one replica on loopback): p50 / p99 / max | %s / %s / %s |\n",
+	fmt.Fprintf(&b, "| the same, each redeem confirmed by a replica (`consume_replicas 1`, one replica on loopback): p50 / p99 / max | %s / %s / %s |\n",
 		ms(c.percentile(50)), ms(c.percentile(99)), ms(c.percentile(100)))
 	more := ""
 	if r.redeemMaxExhausted {

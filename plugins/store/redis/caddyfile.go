@@ -27,7 +27,7 @@ import (
 //	}
 //
 // consume_replicas 0 turns off the replicas' confirmation of a consumed
-// token; the timeout defaults to 100ms.
+// token; the timeout defaults to 250ms.
 func (r *Redis) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store's name
 	if d.NextArg() {

@@ -87,7 +87,7 @@ type Redis struct {
 	// the shards that have replicas and 0 on those that have none.
 	ConsumeReplicas *int `json:"consume_replicas,omitempty"`
 	// How long a redeem waits for those acknowledgements. It must be shorter
-	// than read_timeout. Default: 100ms.
+	// than read_timeout. Default: 250ms.
 	ConsumeTimeout caddy.Duration `json:"consume_timeout,omitempty"`
 
 	conn   *connection

@@ -38,7 +38,7 @@ import (
 
 // Defaults of the confirmation.
 const (
-	defaultConsumeTimeout = 100 * time.Millisecond
+	defaultConsumeTimeout = 250 * time.Millisecond
 	topologyTTL           = 2 * time.Second
 )
 

@@ -44,7 +44,7 @@ func startPair(t testing.TB) (master, replica string) {
 func TestConsumeWaitsForAReplica(t *testing.T) {
 	master, replica := startPair(t)
 	one := 1
-	s := open(t, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &one, ConsumeTimeout: caddy.Duration(50 * time.Millisecond)})
+	s := open(t, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &one, ConsumeTimeout: caddy.Duration(400 * time.Millisecond)})
 	ctx := context.Background()
 	rc := goredis.NewClient(&goredis.Options{Addr: replica})
 	defer rc.Close()
@@ -107,8 +107,8 @@ func TestConsumeDefaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		cf := newConfirm(c.r, o)
-		if cf.fixed != c.want || cf.timeout != 100*time.Millisecond {
-			t.Errorf("%s: replicas %d timeout %v; want %d 100ms", c.name, cf.fixed, cf.timeout, c.want)
+		if cf.fixed != c.want || cf.timeout != 250*time.Millisecond {
+			t.Errorf("%s: replicas %d timeout %v; want %d 250ms", c.name, cf.fixed, cf.timeout, c.want)
 		}
 	}
 }
@@ -120,7 +120,7 @@ func TestValidateConsume(t *testing.T) {
 		{URL: sentinel, ConsumeReplicas: &neg},
 		{URL: sentinel, ConsumeTimeout: caddy.Duration(500 * time.Millisecond)},
 		{URL: sentinel, ConsumeTimeout: caddy.Duration(300 * time.Millisecond), ReadTimeout: caddy.Duration(200 * time.Millisecond)},
-		{URL: sentinel, ReadTimeout: caddy.Duration(50 * time.Millisecond)}, // the 100ms default
+		{URL: sentinel, ReadTimeout: caddy.Duration(50 * time.Millisecond)}, // the 250ms default
 		{URL: "redis://127.0.0.1:1/0", ConsumeReplicas: &one, ReadTimeout: caddy.Duration(100 * time.Millisecond)},
 	} {
 		if err := r.Validate(); err == nil {
@@ -293,7 +293,7 @@ func BenchmarkTakeToken(b *testing.B) {
 	for _, n := range []int{0, 1} {
 		b.Run(fmt.Sprintf("consume_replicas=%d", n), func(b *testing.B) {
 			master, _ := startPair(b)
-			s := open(b, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &n})
+			s := open(b, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &n, ConsumeTimeout: caddy.Duration(400 * time.Millisecond)})
 			ctx := context.Background()
 			keys := make([]string, b.N)
 			for i := range keys {
@@ -324,7 +324,7 @@ func BenchmarkTakeToken(b *testing.B) {
 func TestWaitReplicas(t *testing.T) {
 	master, replica := startPair(t)
 	one := 1
-	s := open(t, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &one, ConsumeTimeout: caddy.Duration(50 * time.Millisecond)})
+	s := open(t, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &one, ConsumeTimeout: caddy.Duration(400 * time.Millisecond)})
 	ctx := context.Background()
 	del := func(p goredis.Pipeliner) { p.Del(ctx, "ssogate:sess:x") }
 	if err := s.waitReplicas(ctx, "delete session", "ssogate:sess:x", del); err != nil {
