@@ -339,3 +339,13 @@ func TestWaitReplicas(t *testing.T) {
 		t.Fatalf("without a replica: %v, want ErrUnavailable", err)
 	}
 }
+
+// An unknown URL option stops the config from loading.
+func TestProvisionRefusesUnknownURLOption(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	r := &Redis{URL: "redis://127.0.0.1:1/0?pool_size=5&poolsize=5"}
+	if err := r.Provision(ctx); err == nil || !strings.Contains(err.Error(), `unknown query option "poolsize"`) {
+		t.Fatalf("Provision = %v, want the unknown option named", err)
+	}
+}
