@@ -327,6 +327,10 @@ func (h *Handler) consume(ctx context.Context, tok string) (grant store.Token, r
 	case token.Opaque:
 		grant, err = h.store.TakeToken(ctx, token.Hash(tok))
 		if errors.Is(err, store.ErrNotFound) {
+			if err != store.ErrNotFound {
+				// The store said why (a direct token outside token_ttl).
+				return grant, err.Error(), nil
+			}
 			return grant, "unknown, used or expired", nil
 		}
 		return grant, "", err
