@@ -121,6 +121,7 @@ func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, e
 	}
 	now := h.cache.Now().UnixNano()
 	e, res := h.cache.Get(k, now)
+	countCacheLookup(res)
 	switch res {
 	case sessioncache.Hit:
 		return e.Value, nil

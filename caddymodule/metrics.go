@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ssogate/ssogate/internal/sessioncache"
+	"github.com/ssogate/ssogate/internal/version"
 )
 
 // The collectors are made once per process and registered with the registry of
@@ -44,7 +47,41 @@ var (
 		Help:      "Time to answer a redeem request, store round trips included.",
 		Buckets:   []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	})
+	storeUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "ssogate",
+		Name:      "store_up",
+		Help:      "1 while the store answers, 0 from its first failed round trip (a request or the health check) until one succeeds again.",
+	})
+	apiAuthFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ssogate",
+		Name:      "api_auth_failures_total",
+		Help:      "API requests refused before they did anything, by reason: no_key (no Bearer key), wrong_key (matches no credential), not_allowed (the credential lacks the permission).",
+	}, []string{"reason"})
+	sessionCacheHits = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ssogate",
+		Name:      "session_cache_hits_total",
+		Help:      "Session lookups answered from the in-memory cache without a store round trip.",
+	})
+	sessionCacheMisses = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ssogate",
+		Name:      "session_cache_misses_total",
+		Help:      "Session lookups that asked the store: not cached, due for revalidation, or the cache bypassed after lost events.",
+	})
+	buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "ssogate",
+		Name:      "build_info",
+		Help:      "Always 1; the version label is the ssogate version of this binary.",
+	}, []string{"version"})
 )
+
+// The reasons of api_auth_failures_total.
+const (
+	authNoKey      = "no_key"
+	authWrongKey   = "wrong_key"
+	authNotAllowed = "not_allowed"
+)
+
+var authFailureReasons = []string{authNoKey, authWrongKey, authNotAllowed}
 
 // The results of a redeem request, the values of redemptions_total's label.
 const (
@@ -62,7 +99,7 @@ var redeemResults = []string{redeemSuccess, redeemRejected, redeemBadRedirect, r
 
 // storeOps are the values of store_errors_total's label, one per Store method
 // that talks to the store.
-var storeOps = []string{"add_token", "take_token", "use_once", "add_session", "session", "delete_session", "revoke_user"}
+var storeOps = []string{"add_token", "take_token", "use_once", "add_session", "session", "delete_session", "revoke_user", "ping"}
 
 // registerMetrics adds the collectors to reg, and makes every series the
 // handler can produce visible at zero, so that rate() works from the first
@@ -71,7 +108,8 @@ func (h *Handler) registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil // a context made outside a config load (tests)
 	}
-	for _, c := range []prometheus.Collector{tokensMinted, redemptions, sessionsCreated, revocations, storeErrors, redeemDuration} {
+	for _, c := range []prometheus.Collector{tokensMinted, redemptions, sessionsCreated, revocations, storeErrors, redeemDuration,
+		storeUp, apiAuthFailures, sessionCacheHits, sessionCacheMisses, buildInfo} {
 		if err := reg.Register(c); err != nil {
 			// Several ssogate handlers in one config share the
 			// collectors; anything else by those names is a conflict.
@@ -92,12 +130,29 @@ func (h *Handler) registerMetrics(reg *prometheus.Registry) error {
 	for _, op := range storeOps {
 		storeErrors.WithLabelValues(op)
 	}
+	for _, r := range authFailureReasons {
+		apiAuthFailures.WithLabelValues(r)
+	}
+	// A new config starts with a new watchedStore, which assumes the store
+	// is up until a call fails.
+	storeUp.Set(1)
+	buildInfo.WithLabelValues(version.String()).Set(1)
 	return nil
 }
 
 // countRedeem records the result of one redeem request.
 func countRedeem(rt *redeemRoute, result string) {
 	redemptions.WithLabelValues(rt.name, result).Inc()
+}
+
+// countCacheLookup records whether a session lookup was served by the cache
+// alone (hit) or asked the store (miss, revalidate, bypass).
+func countCacheLookup(res sessioncache.Result) {
+	if res == sessioncache.Hit {
+		sessionCacheHits.Inc()
+	} else {
+		sessionCacheMisses.Inc()
+	}
 }
 
 // observeRedeem records the duration of a redeem request begun at start.

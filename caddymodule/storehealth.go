@@ -35,11 +35,13 @@ func (w *watchedStore) observe(op string, err error) {
 	if err != nil && errors.Is(err, store.ErrUnavailable) {
 		storeErrors.WithLabelValues(op).Inc()
 		if w.down.CompareAndSwap(false, true) {
+			storeUp.Set(0)
 			w.logger.Error("store unavailable: sign-in and session checks answer 503 until it is back", zap.String("op", op), zap.Error(err))
 		}
 		return
 	}
 	if w.down.Load() && w.down.CompareAndSwap(true, false) {
+		storeUp.Set(1)
 		w.logger.Info("store recovered", zap.String("op", op))
 	}
 }
@@ -91,6 +93,13 @@ func (w *watchedStore) RevokeUser(ctx context.Context, userID string) (int, erro
 	n, err := w.Store.RevokeUser(ctx, userID)
 	w.observe("revoke_user", err)
 	return n, err
+}
+
+// Ping implements store.Store.
+func (w *watchedStore) Ping(ctx context.Context) error {
+	err := w.Store.Ping(ctx)
+	w.observe("ping", err)
+	return err
 }
 
 // storeFailed notes, for debugging, which request the store failed; the

@@ -88,6 +88,11 @@ type Store interface {
 	// how many there were.
 	RevokeUser(ctx context.Context, userID string) (int, error)
 
+	// Ping checks that the store answers, with a real round trip where
+	// there is one (the health endpoint asks it). A failure wraps
+	// ErrUnavailable.
+	Ping(ctx context.Context) error
+
 	// Subscribe calls fn for every invalidation seen by this store, made by
 	// this or any other instance, until cancel is called. fn must not block.
 	Subscribe(fn func(Invalidation)) (cancel func())

@@ -113,6 +113,9 @@ func (m *Memory) RevokeUser(_ context.Context, userID string) (int, error) {
 	return m.db.revokeUser(userID), nil
 }
 
+// Ping implements store.Store: the embedded store always answers.
+func (m *Memory) Ping(context.Context) error { return nil }
+
 // Subscribe implements store.Store.
 func (m *Memory) Subscribe(fn func(store.Invalidation)) func() {
 	return m.db.subs.Add(fn)

@@ -334,6 +334,15 @@ func (r *Redis) RevokeUser(ctx context.Context, userID string) (int, error) {
 	return n, nil
 }
 
+// Ping implements store.Store with PING, one round trip to the server (the
+// master, with Sentinel; a node, with Cluster).
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.conn.client.Ping(ctx).Err(); err != nil {
+		return store.Unavailable("ping", err)
+	}
+	return nil
+}
+
 // Subscribe implements store.Store.
 func (r *Redis) Subscribe(fn func(store.Invalidation)) func() {
 	return r.conn.subs.Add(fn)

@@ -158,6 +158,9 @@ func TestUnreachableFailsFastAsUnavailable(t *testing.T) {
 	if _, err := s.Session(context.Background(), token.Hash("x"), time.Minute); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("Session with Redis down = %v, want ErrUnavailable", err)
 	}
+	if err := s.Ping(context.Background()); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Ping with Redis down = %v, want ErrUnavailable", err)
+	}
 	t.Logf("failed in %v", time.Since(start))
 }
 

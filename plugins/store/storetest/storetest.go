@@ -43,6 +43,13 @@ func Run(t *testing.T, newStore func(t *testing.T) (s store.Store, peer func() s
 		}
 	})
 
+	t.Run("Ping", func(t *testing.T) {
+		s, _ := newStore(t)
+		if err := s.Ping(context.Background()); err != nil {
+			t.Fatalf("Ping of a working store = %v, want nil", err)
+		}
+	})
+
 	t.Run("TokenUnknown", func(t *testing.T) {
 		s, _ := newStore(t)
 		if _, err := s.TakeToken(context.Background(), token.Hash("nope")); !errors.Is(err, store.ErrNotFound) {
