@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ssogate/ssogate/internal/failurelimit"
+	"github.com/ssogate/ssogate/internal/healthcheck"
 	"github.com/ssogate/ssogate/internal/redirect"
 	"github.com/ssogate/ssogate/internal/reqclean"
 	"github.com/ssogate/ssogate/internal/sessioncache"
@@ -40,6 +41,7 @@ func init() {
 //	GET    /sso/access?userId={id}                       may this credential mint for id?
 //	DELETE /sso/sessions?userId={id}                     revoke a user's sessions
 //	POST   /sso/logout                                   end this browser's session
+//	GET    /sso/health                                   is the store reachable? (for load balancers)
 //
 // Every other request needs a valid session cookie, except the skip paths. The
 // identity headers (X-Forwarded-User, X-Forwarded-Claims by default) are always
@@ -157,6 +159,8 @@ type Handler struct {
 	cache       *sessioncache.Cache[*identity] // nil with session_cache off
 	clock       func() time.Time               // the session cache's; nil: time.Now
 	unsubscribe func()                         // ends the cache's store subscription
+
+	health *healthcheck.Cached // the store check of <api_prefix>/health
 }
 
 // CaddyModule returns the Caddy module information.
@@ -287,6 +291,7 @@ func (h *Handler) loadStore(ctx caddy.Context) error {
 	}
 	// Watched, so that an outage is logged once and counted.
 	h.store = watchStore(st, h.logger)
+	h.provisionHealth()
 	return nil
 }
 
@@ -353,6 +358,8 @@ func (h *Handler) apiRoute(r *http.Request) func(http.ResponseWriter, *http.Requ
 		return h.serveRevoke
 	case "logout":
 		return h.serveLogout
+	case "health":
+		return h.serveHealth
 	}
 	return nil
 }

@@ -121,7 +121,9 @@ func TestRegisterMetricsAcrossReloads(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"ssogate_tokens_minted_total", "ssogate_redemptions_total", "ssogate_sessions_created_total",
-		"ssogate_revocations_total", "ssogate_store_errors_total", "ssogate_redeem_duration_seconds"} {
+		"ssogate_revocations_total", "ssogate_store_errors_total", "ssogate_redeem_duration_seconds",
+		"ssogate_store_up", "ssogate_api_auth_failures_total", "ssogate_session_cache_hits_total",
+		"ssogate_session_cache_misses_total", "ssogate_build_info"} {
 		if !seen[name] {
 			t.Errorf("%s not gathered from the new registry", name)
 		}
