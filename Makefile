@@ -2,10 +2,14 @@
 
 .PHONY: demo test unit caddy bench fmt
 
+# The version `caddy ssogate version` prints and ssogate_build_info carries.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X github.com/ssogate/ssogate/internal/version.version=$(VERSION)
+
 # Builds Caddy with ssogate and runs the demo portal, the embedding app and the
 # gateway on the memory store; prints a fresh sign-in link.
 demo:
-	go build -o caddy ./cmd/caddy
+	go build -ldflags '$(LDFLAGS)' -o caddy ./cmd/caddy
 	go run ./demo -caddy ./caddy
 
 # Installs what is missing (redis-server, chromium), then static checks, unit

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -25,12 +26,13 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ssogate/ssogate/client"
+	"github.com/ssogate/ssogate/internal/version"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "ssogate",
-		Usage: "hash-key|mint [flags]",
+		Usage: "hash-key|mint|health|version [flags]",
 		Short: "Manages ssogate API keys and mints sign-in links",
 		Long: `
 Tools for the ssogate handler.
@@ -48,12 +50,23 @@ caddy ssogate mint --url <gateway> --key-file <file> [--user <id>]
     prints the single-use link. The key file holds the API key (surrounding
     whitespace is ignored; "-" reads stdin). Without --key-file, the key is
     taken from the SSOGATE_API_KEY environment variable.
+
+caddy ssogate health --url <gateway> [--path /sso/health] [--ca-cert <pem>]
+                     [--insecure] [--timeout <duration>]
+    Asks the gateway's health endpoint and prints its answer. Exits 0 when
+    the gateway and its store are up, 1 otherwise, for scripts and probes.
+
+caddy ssogate version
+    Prints the ssogate version of this binary.
+
+mint and health reach localhost and *.localhost names (RFC 6761) on this
+machine's loopback, whatever the system resolver says of them.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.Args = cobra.ArbitraryArgs
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				if len(args) > 0 {
-					return fmt.Errorf("unknown ssogate command %q (want hash-key or mint)", args[0])
+					return fmt.Errorf("unknown ssogate command %q (want hash-key, mint, health or version)", args[0])
 				}
 				return cmd.Help()
 			}
@@ -85,6 +98,7 @@ caddy ssogate mint --url <gateway> --key-file <file> [--user <id>]
 			f.Bool("json", false, "Print the whole mint response as JSON instead of the link")
 
 			cmd.AddCommand(hashKey, mint)
+			cmd.AddCommand(opsCommands()...)
 		},
 	})
 }
@@ -209,27 +223,10 @@ func cmdMint(fs caddycmd.Flags) (int, error) {
 		req.Claims[k] = v
 	}
 
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
-	if file := fs.String("ca-cert"); file != "" {
-		pem, err := os.ReadFile(file)
-		if err != nil {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("--ca-cert: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return caddy.ExitCodeFailedStartup, fmt.Errorf("--ca-cert %s: no PEM certificate in it", file)
-		}
-		tlsConfig.RootCAs = pool
+	transport, err := commandTransport(fs)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
 	}
-	if fs.Bool("insecure") {
-		fmt.Fprintln(os.Stderr, "warning: --insecure: the gateway's certificate is not checked, so the API key may go to anyone")
-		tlsConfig.InsecureSkipVerify = true
-	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = tlsConfig
 	c := &client.Client{
 		BaseURL:    baseURL,
 		APIKey:     key,
@@ -287,4 +284,127 @@ func mintKey(file string) (string, error) {
 		return "", fmt.Errorf("--key-file: %w", err)
 	}
 	return key, nil
+}
+
+// opsCommands are the subcommands for operators' scripts: health and version.
+func opsCommands() []*cobra.Command {
+	health := &cobra.Command{
+		Use:   "health --url <gateway> [--path /sso/health]",
+		Short: "Asks the gateway's health endpoint; exits 0 if it and its store are up, else 1",
+		Args:  cobra.NoArgs,
+		RunE:  caddycmd.WrapCommandFuncForCobra(cmdHealth),
+	}
+	f := health.Flags()
+	f.String("url", "", "The gateway's base URL, e.g. https://portal.example.com")
+	f.String("path", defaultAPIPrefix+"/health", "The health endpoint's path (<api_prefix>/health)")
+	f.String("ca-cert", "", "PEM file of a CA to trust besides the system's (e.g. Caddy's local CA)")
+	f.Bool("insecure", false, "Do not verify the gateway's TLS certificate (testing only)")
+	f.Duration("timeout", 5*time.Second, "How long to wait for the gateway")
+
+	version := &cobra.Command{
+		Use:   "version",
+		Short: "Prints the ssogate version of this binary",
+		Args:  cobra.NoArgs,
+		RunE:  caddycmd.WrapCommandFuncForCobra(cmdVersion),
+	}
+	return []*cobra.Command{health, version}
+}
+
+func cmdVersion(caddycmd.Flags) (int, error) {
+	fmt.Println(version.String())
+	return 0, nil
+}
+
+// cmdHealth prints the health endpoint's answer; the exit code says whether
+// the gateway answered 200.
+func cmdHealth(fs caddycmd.Flags) (int, error) {
+	base := strings.TrimSuffix(fs.String("url"), "/")
+	if base == "" {
+		return caddy.ExitCodeFailedStartup, errors.New("--url is required")
+	}
+	timeout := fs.Duration("timeout")
+	if timeout <= 0 {
+		return caddy.ExitCodeFailedStartup, errors.New("--timeout must be positive")
+	}
+	transport, err := commandTransport(fs)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+fs.String("path"), nil)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("--url: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := (&http.Client{Transport: transport}).Do(req)
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("reading the answer: %w", err)
+	}
+	fmt.Printf("%s %s", resp.Status, body)
+	if resp.StatusCode != http.StatusOK {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("gateway unhealthy: %s", resp.Status)
+	}
+	return 0, nil
+}
+
+// commandTransport is the HTTP transport of the commands that call a
+// gateway: the TLS settings of --ca-cert and --insecure, and localhost names
+// dialled on loopback.
+func commandTransport(fs caddycmd.Flags) (*http.Transport, error) {
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	if file := fs.String("ca-cert"); file != "" {
+		pem, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-cert: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-cert %s: no PEM certificate in it", file)
+		}
+		tlsConfig.RootCAs = pool
+	}
+	if fs.Bool("insecure") {
+		fmt.Fprintln(os.Stderr, "warning: --insecure: the gateway's certificate is not checked, so anyone may answer (and get an API key)")
+		tlsConfig.InsecureSkipVerify = true
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsConfig
+	transport.DialContext = dialLocalhostOnLoopback(&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second})
+	return transport, nil
+}
+
+// dialLocalhostOnLoopback dials localhost and *.localhost names on 127.0.0.1
+// (then ::1), as RFC 6761 says they are, and as browsers and curl do; Go's
+// resolver asks DNS for *.localhost, which often has no answer. Every other
+// address is dialled as given.
+func dialLocalhostOnLoopback(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || !isLocalhostName(host) {
+			return d.DialContext(ctx, network, addr)
+		}
+		conn, err := d.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
+		if err == nil {
+			return conn, nil
+		}
+		if conn6, err6 := d.DialContext(ctx, network, net.JoinHostPort("::1", port)); err6 == nil {
+			return conn6, nil
+		}
+		return nil, err
+	}
+}
+
+// isLocalhostName tells whether host is "localhost" or a name under it.
+func isLocalhostName(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }

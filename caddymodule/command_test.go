@@ -1,11 +1,14 @@
 package caddymodule
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // What hash-key prints must be what the gateway compares with: a key written
@@ -59,4 +62,39 @@ func TestMintKeyFromFile(t *testing.T) {
 	if _, err := mintKey(""); err == nil {
 		t.Error("no key file and no $SSOGATE_API_KEY: no error")
 	}
+}
+
+func TestIsLocalhostName(t *testing.T) {
+	for host, want := range map[string]bool{
+		"localhost": true, "LOCALHOST": true, "portal.localhost": true, "a.b.localhost.": true,
+		"localhost.example.com": false, "notlocalhost": false, "portal.test": false, "127.0.0.1": false, "": false,
+	} {
+		if got := isLocalhostName(host); got != want {
+			t.Errorf("isLocalhostName(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
+// The commands reach *.localhost on loopback, whatever the resolver says.
+func TestDialLocalhostOnLoopback(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	dial := dialLocalhostOnLoopback(&net.Dialer{Timeout: time.Second})
+	conn, err := dial(context.Background(), "tcp", net.JoinHostPort("portal.localhost", port))
+	if err != nil {
+		t.Fatalf("dial portal.localhost:%s: %v", port, err)
+	}
+	if got := conn.RemoteAddr().String(); got != l.Addr().String() {
+		t.Errorf("dialled %s, want %s", got, l.Addr())
+	}
+	conn.Close()
 }
