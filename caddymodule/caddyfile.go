@@ -43,6 +43,7 @@ func init() {
 //		embed_from               <origin>...
 //		rewrite_upstream_cookies on|off
 //		skip                     <path>...
+//		error_pages              builtin|caddy
 //		login_url                <url>
 //		user_header              <header>
 //		claims_header            <header>
@@ -203,6 +204,8 @@ func (s *Handler) unmarshalExtra(d *caddyfile.Dispenser) error {
 		return s.unmarshalRateLimit(d)
 	case "session_cache":
 		return s.unmarshalSessionCache(d)
+	case "error_pages":
+		return s.unmarshalErrorPages(d)
 	}
 	return d.Errf("unrecognized subdirective %q", d.Val())
 }

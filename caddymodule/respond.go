@@ -2,9 +2,24 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"net/http"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// The values of error_pages.
+const (
+	// errorPagesBuiltin: the gateway answers its errors itself, a page
+	// or JSON (the default).
+	errorPagesBuiltin = "builtin"
+	// errorPagesCaddy: the gateway returns its errors to Caddy, so that a
+	// site's handle_errors answers them.
+	errorPagesCaddy = "caddy"
 )
 
 // problem is an error a person or a partner's backend sees: a status, a stable
@@ -59,12 +74,28 @@ func wantsJSON(r *http.Request) bool {
 	return strings.Contains(r.Header.Get("Accept"), "application/json")
 }
 
-// fail answers with p: JSON when asked for (and always on the API), else a
-// small page that reads well on its own and inside an iframe.
+// fail is the one exit of every error answer. With error_pages builtin it
+// answers with p: JSON when asked for (and always on the API), else a small
+// page that reads well on its own and inside an iframe. With error_pages
+// caddy it returns p to Caddy as a handler error, for the site's
+// handle_errors: {http.error.status_code} is p's status and
+// {http.error.message} its code; {ssogate.error.title} and
+// {ssogate.error.advice} say what happened and what to do. Headers set before
+// (Retry-After, WWW-Authenticate, Allow), no-store and the framing policy are
+// kept on the response either way, so a branded page works in a frame too.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, p problem, api bool) error {
 	hdr := w.Header()
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("X-Content-Type-Options", "nosniff")
+	if h.ErrorPages == errorPagesCaddy {
+		h.setPageHeaders(hdr)
+		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+			repl.Set("ssogate.error.code", p.code)
+			repl.Set("ssogate.error.title", p.title)
+			repl.Set("ssogate.error.advice", p.advice)
+		}
+		return caddyhttp.Error(p.status, problemError{p.code})
+	}
 	if api || wantsJSON(r) {
 		hdr.Set("Content-Type", "application/json")
 		w.WriteHeader(p.status)
@@ -77,6 +108,34 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, p problem, api bo
 		return nil
 	}
 	return pageTemplate.Execute(w, p.page())
+}
+
+// problemError is a problem handed to Caddy; its message is the code, which
+// handle_errors sees as {http.error.message}.
+type problemError struct{ code string }
+
+func (e problemError) Error() string { return e.code }
+
+// validateErrorPages checks the error_pages value.
+func (h *Handler) validateErrorPages() error {
+	switch h.ErrorPages {
+	case "", errorPagesBuiltin, errorPagesCaddy:
+		return nil
+	}
+	return fmt.Errorf("error_pages %q: want builtin or caddy", h.ErrorPages)
+}
+
+// unmarshalErrorPages parses
+//
+//	error_pages builtin|caddy
+func (h *Handler) unmarshalErrorPages(d *caddyfile.Dispenser) error {
+	if !d.AllArgs(&h.ErrorPages) {
+		return d.ArgErr()
+	}
+	if err := h.validateErrorPages(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
 }
 
 // writeJSON answers a successful API call.

@@ -141,6 +141,14 @@ type Handler struct {
 	// signed-in requests a store round trip. Default: 10000 sessions, 30s.
 	SessionCache *SessionCache `json:"session_cache,omitempty"`
 
+	// Who answers the gateway's errors (401, 403, 429, 503, …): "builtin"
+	// pages and JSON, or "caddy": every error is returned to Caddy with its
+	// status, and its code as the message, so that the site's handle_errors
+	// can brand it ({http.error.status_code}, {http.error.message}; also
+	// {ssogate.error.title} and {ssogate.error.advice}). The health
+	// endpoint always answers JSON itself. Default: builtin.
+	ErrorPages string `json:"error_pages,omitempty"`
+
 	store     store.Store
 	logger    *zap.Logger
 	policy    redirect.Policy
@@ -311,7 +319,7 @@ func (h *Handler) Validate() error {
 	case !strings.HasPrefix(h.APIPrefix, "/"):
 		return fmt.Errorf("api_prefix %q must start with /", h.APIPrefix)
 	}
-	return nil
+	return h.validateErrorPages()
 }
 
 // Cleanup ends the session cache's subscription to the store. Caddy cleans
