@@ -10,7 +10,7 @@ LDFLAGS := -X github.com/ssogate/ssogate/internal/version.version=$(VERSION)
 # gateway on the memory store; prints a fresh sign-in link.
 demo:
 	go build -ldflags '$(LDFLAGS)' -o caddy ./cmd/caddy
-	go run ./demo -caddy ./caddy
+	go run ./demo -caddy ./caddy $(DEMO_FLAGS)
 
 # Installs what is missing (redis-server, chromium), then static checks, unit
 # tests with the race detector, ./caddy via xcaddy.sh, integration and browser tests.

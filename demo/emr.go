@@ -30,13 +30,16 @@ func emr(api *client.Client) http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = emrPage.Execute(w, link)
 	})
-	// One-click: a button that mints on click and sends the browser in.
+	// The sign-in button: mints at the click, not before, and sends the
+	// browser straight in, so the link it follows is never stale.
 	mux.HandleFunc("GET /open", func(w http.ResponseWriter, r *http.Request) {
 		link, err := mint(r.Context(), "dr.jones")
 		if err != nil {
+			log.Printf("emr: minting failed: %v", err)
 			http.Error(w, "could not reach the portal", http.StatusBadGateway)
 			return
 		}
+		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, link, http.StatusFound)
 	})
 	return mux
@@ -47,7 +50,7 @@ var emrPage = template.Must(template.New("emr").Parse(`<!doctype html>
 <style>body{font:15px/1.5 system-ui,sans-serif;margin:1.5rem;background:#f0f4f8}iframe{width:100%;height:420px;border:1px solid #bcccdc;border-radius:6px;background:#fff}</style></head>
 <body><h1>Demo EMR <small>(emr.localhost, another site)</small></h1>
 <p>The portal below is framed from another site and signed in with a link minted for this page view.
-<a href="/open" target="_blank">Open the portal in a new tab</a></p>
+<a href="/open" target="_blank">Open the portal in a new tab</a> (mints a fresh link on click)</p>
 <iframe id="portal" src="{{.}}" title="Portal"></iframe>
 </body></html>
 `))

@@ -12,9 +12,6 @@ import (
 // a cookie of its own, as real portals do.
 func portal() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		own, err := r.Cookie("portal_visits")
 		visits := "first visit"

@@ -12,6 +12,8 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v chromium >/dev/null || [ -x /usr/lib/chromium/chromium ] || missing+=(chromium)
+command -v curl >/dev/null || missing+=(curl)
+/usr/bin/python3 -c 'import redis' 2>/dev/null || missing+=(python3-redis) # the README's Python examples
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "missing: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
