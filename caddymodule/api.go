@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -37,64 +36,75 @@ type mintResponse struct {
 // maxMintBody bounds a mint request: a few claims fit many times over.
 const maxMintBody = 16 << 10
 
-// authorize returns the credential of r if it may do perm, else answers.
-func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, method string, perm func(*Credential) bool) (*Credential, bool) {
+// authorize returns the credential of r if it may do perm. Otherwise it
+// answers, and returns a nil credential and the error for ServeHTTP to
+// return (nil when the answer is written).
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, method string, perm func(*Credential) bool) (*Credential, error) {
 	if r.Method != method {
 		w.Header().Set("Allow", method)
-		_ = h.fail(w, r, errMethod, true)
-		return nil, false
+		return nil, h.refuse(w, r, nil, "method not allowed", errMethod)
 	}
 	c := h.creds.authenticate(r)
 	if c == nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ssogate"`)
-		h.audit(zapcore.InfoLevel, "rejected", zap.String("route", r.URL.Path), zap.String("reason", "no or wrong API key"), zap.String("client_ip", clientIP(r)))
-		_ = h.fail(w, r, errUnauthorized, true)
-		return nil, false
+		reason, label := "wrong API key", authWrongKey
+		if r.Header.Get("Authorization") == "" {
+			reason, label = "no API key", authNoKey
+		}
+		apiAuthFailures.WithLabelValues(label).Inc()
+		return nil, h.refuse(w, r, nil, reason, errUnauthorized)
 	}
 	if !perm(c) {
-		h.audit(zapcore.InfoLevel, "rejected", zap.String("route", r.URL.Path), zap.String("credential", c.ID), zap.String("reason", "permission not allowed"))
-		_ = h.fail(w, r, errForbiddenScope.withDetail("This credential is not allowed to do that."), true)
-		return nil, false
+		apiAuthFailures.WithLabelValues(authNotAllowed).Inc()
+		return nil, h.refuse(w, r, c, "permission not allowed", errForbiddenScope.withDetail("This credential is not allowed to do that."))
 	}
-	return c, true
+	return c, nil
+}
+
+// refuse is the one exit of a refused API request: it audits the refusal,
+// with the client IP (as Caddy determines it) and the credential when one
+// was recognised, then answers with p.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, cred *Credential, reason string, p problem) error {
+	fields := []zap.Field{zap.String("route", r.URL.Path), zap.String("reason", reason), zap.String("client_ip", clientIP(r))}
+	if cred != nil {
+		fields = append(fields, zap.String("credential", cred.ID))
+	}
+	h.audit(zapcore.InfoLevel, "rejected", fields...)
+	return h.fail(w, r, p, true)
 }
 
 // serveMint answers POST /sso/tokens.
 func (h *Handler) serveMint(w http.ResponseWriter, r *http.Request) error {
-	cred, ok := h.authorize(w, r, http.MethodPost, func(c *Credential) bool { return c.mint })
-	if !ok {
-		return nil
+	cred, err := h.authorize(w, r, http.MethodPost, func(c *Credential) bool { return c.mint })
+	if cred == nil {
+		return err
 	}
 	var req mintRequest
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxMintBody+1))
 	if err != nil {
-		return caddyhttp.Error(http.StatusBadRequest, err)
+		return h.refuse(w, r, cred, "body not readable", badRequest("The request body could not be read."))
 	}
 	if len(body) > maxMintBody {
-		return h.fail(w, r, badRequest("The request body is larger than 16 KiB."), true)
+		return h.refuse(w, r, cred, "body too large", badRequest("The request body is larger than 16 KiB."))
 	}
 	if len(body) > 0 {
 		if err := strictjson.Unmarshal(body, &req); err != nil {
-			return h.fail(w, r, badRequest("The request body is not valid: "+err.Error()), true)
+			return h.refuse(w, r, cred, "body not valid", badRequest("The request body is not valid: "+err.Error()))
 		}
 	}
 
-	outOfScope := func(p *problem) error {
-		h.audit(zapcore.InfoLevel, "rejected", zap.String("route", "mint"), zap.String("credential", cred.ID), zap.String("reason", p.title))
-		return h.fail(w, r, *p, true)
-	}
 	userID, p := cred.scopeUser(req.UserID)
 	if p != nil {
-		return outOfScope(p)
+		return h.refuse(w, r, cred, p.title, *p)
 	}
 	claims, p := cred.scopeClaims(req.Claims)
 	if p != nil {
-		return outOfScope(p)
+		return h.refuse(w, r, cred, p.title, *p)
 	}
 	base := h.baseURL(r)
 	if req.Redirect != "" {
 		if _, err := h.policy.Check(req.Redirect, base.Host); err != nil {
-			return h.fail(w, r, errBadRedirect.withDetail("redirect is not allowed: "+err.Error()), true)
+			return h.refuse(w, r, cred, "redirect not allowed", errBadRedirect.withDetail("redirect is not allowed: "+err.Error()))
 		}
 	}
 
@@ -106,7 +116,7 @@ func (h *Handler) serveMint(w http.ResponseWriter, r *http.Request) error {
 		h.storeFailed("mint", err)
 		return h.fail(w, r, errStoreUnavailable, true)
 	}
-	h.audit(zapcore.InfoLevel, "minted", zap.String("credential", cred.ID), zap.String("user", userID), zap.String("token", token.LogID(tok)))
+	h.audit(zapcore.InfoLevel, "minted", zap.String("credential", cred.ID), zap.String("user", userID), zap.String("token", token.LogID(tok)), zap.String("client_ip", clientIP(r)))
 	tokensMinted.WithLabelValues(cred.ID).Inc()
 
 	resp := mintResponse{
@@ -203,13 +213,13 @@ func (c *Credential) scopeClaims(requested map[string]string) (map[string]string
 // serveAccess answers GET /sso/access?userId=…: may this credential mint for
 // that user? Apps use it to decide whether to show the portal button.
 func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) error {
-	cred, ok := h.authorize(w, r, http.MethodGet, func(*Credential) bool { return true })
-	if !ok {
-		return nil
+	cred, err := h.authorize(w, r, http.MethodGet, func(*Credential) bool { return true })
+	if cred == nil {
+		return err
 	}
 	userID := r.URL.Query().Get("userId")
 	if userID == "" {
-		return h.fail(w, r, badRequest("userId is required."), true)
+		return h.refuse(w, r, cred, "no userId", badRequest("userId is required."))
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"userId": userID, "access": cred.mint && cred.mayActFor(userID)})
 }
@@ -217,16 +227,16 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) error {
 // serveRevoke answers DELETE /sso/sessions?userId=…: every session of that user
 // ends, on every instance.
 func (h *Handler) serveRevoke(w http.ResponseWriter, r *http.Request) error {
-	cred, ok := h.authorize(w, r, http.MethodDelete, func(c *Credential) bool { return c.revoke })
-	if !ok {
-		return nil
+	cred, err := h.authorize(w, r, http.MethodDelete, func(c *Credential) bool { return c.revoke })
+	if cred == nil {
+		return err
 	}
 	userID := r.URL.Query().Get("userId")
 	if userID == "" {
-		return h.fail(w, r, badRequest("userId is required."), true)
+		return h.refuse(w, r, cred, "no userId", badRequest("userId is required."))
 	}
 	if !cred.mayActFor(userID) {
-		return h.fail(w, r, errForbiddenScope.withDetail("This credential may not revoke that user's sessions."), true)
+		return h.refuse(w, r, cred, "user out of scope", errForbiddenScope.withDetail("This credential may not revoke that user's sessions."))
 	}
 	n, err := h.store.RevokeUser(r.Context(), userID)
 	if err != nil {
@@ -234,7 +244,7 @@ func (h *Handler) serveRevoke(w http.ResponseWriter, r *http.Request) error {
 		return h.fail(w, r, errStoreUnavailable, true)
 	}
 	h.forget(store.Invalidation{UserID: userID})
-	h.audit(zapcore.InfoLevel, "revoked", zap.String("credential", cred.ID), zap.String("user", userID), zap.Int("sessions", n))
+	h.audit(zapcore.InfoLevel, "revoked", zap.String("credential", cred.ID), zap.String("user", userID), zap.Int("sessions", n), zap.String("client_ip", clientIP(r)))
 	revocations.Inc()
 	return writeJSON(w, http.StatusOK, map[string]any{"userId": userID, "revoked": n})
 }

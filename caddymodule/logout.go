@@ -29,7 +29,7 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 			return h.fail(w, r, errStoreUnavailable, false)
 		}
 		h.forget(store.Invalidation{SessionKey: key})
-		h.audit(zapcore.InfoLevel, "logout", zap.String("user", sess.UserID), zap.String("session", key[:8]))
+		h.audit(zapcore.InfoLevel, "logout", zap.String("user", sess.UserID), zap.String("session", key[:8]), zap.String("client_ip", clientIP(r)))
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	http.SetCookie(w, h.sessionCookie(""))

@@ -42,6 +42,7 @@ func TestErrorPagesCaddy(t *testing.T) {
 		{http.MethodGet, "/redirect/" + strings.Repeat("A", 43), nil, http.StatusForbidden, "invalid_or_used_token"},
 		{http.MethodGet, "/redirect/" + strings.Repeat("A", 43), []string{"Accept", "application/json"}, http.StatusForbidden, "invalid_or_used_token"},
 		{http.MethodGet, "/auth?sso_token=" + strings.Repeat("A", 43) + "&next=https://evil.test/", nil, http.StatusBadRequest, "bad_redirect"},
+		{http.MethodPost, "/sso/tokens", nil, http.StatusUnauthorized, "unauthorized"},
 		{http.MethodGet, "/sso/logout", nil, http.StatusMethodNotAllowed, "method_not_allowed"},
 	} {
 		w, repl, err := serve(c.method, c.target, c.header...)
@@ -62,6 +63,9 @@ func TestErrorPagesCaddy(t *testing.T) {
 		if got, _ := repl.GetString("ssogate.error.title"); got == "" {
 			t.Errorf("%s %s: no {ssogate.error.title}", c.method, c.target)
 		}
+	}
+	if _, _, err := serve(http.MethodPost, "/sso/tokens", "Authorization", "Bearer wrong-key-0123456789abcdef"); err == nil {
+		t.Error("a wrong API key: no Caddy error")
 	}
 }
 

@@ -1,0 +1,208 @@
+package integration
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ssogate/ssogate/integration/harness"
+)
+
+// TestOpsHealthFollowsRedis: /sso/health answers 200 while Redis answers, 503
+// within 2 s of Redis being killed, and 200 again once it is back, without a
+// restart of Caddy.
+func TestOpsHealthFollowsRedis(t *testing.T) {
+	t.Parallel()
+	rd := harness.StartRedis(t)
+	up := harness.StartUpstream(t)
+	p := harness.FreePort(t)
+	g := scaleStart(t, scaleCaddyfile("admin off", up.Addr(),
+		scaleSite{port: p, store: "store redis " + rd.URL()}), harness.CaddyOptions{}, p)[0]
+
+	health := func() (scaleResp, error) {
+		r, err := g.try(http.MethodGet, "/sso/health", nil, "")
+		if err != nil {
+			return r, err
+		}
+		if cc := r.header.Get("Cache-Control"); cc != "no-store" {
+			t.Fatalf("health Cache-Control %q, want no-store", cc)
+		}
+		return r, nil
+	}
+	want := func(status int, body string) func() error {
+		return func() error {
+			r, err := health()
+			if err != nil {
+				return err
+			}
+			if r.status != status || strings.TrimSpace(r.body) != body {
+				return fmt.Errorf("%d %s", r.status, r.body)
+			}
+			return nil
+		}
+	}
+	const ok, down = `{"status":"ok","store":"ok"}`, `{"status":"unavailable","store":"unavailable"}`
+	if err := want(http.StatusOK, ok)(); err != nil {
+		t.Fatalf("health with Redis up: %v", err)
+	}
+	// No credential, no session: a load balancer's plain GET.
+	rd.Kill()
+	killed := time.Now()
+	scaleEventually(t, "503 after Redis was killed", 2*time.Second, want(http.StatusServiceUnavailable, down))
+	t.Logf("503 %v after the kill", time.Since(killed).Round(time.Millisecond))
+	rd.Restart()
+	restarted := time.Now()
+	scaleEventually(t, "200 after Redis came back", 10*time.Second, want(http.StatusOK, ok))
+	t.Logf("200 %v after Redis restarted", time.Since(restarted).Round(time.Millisecond))
+	// The same Caddy process all along.
+	if n := strings.Count(g.caddy.Logs(), "serving initial configuration"); n != 1 {
+		t.Fatalf("Caddy started %d times", n)
+	}
+}
+
+// TestOpsHandleErrorsBrands: with error_pages caddy, a site's handle_errors
+// answers the gateway's 401 and 403 with its own page, seeing the status and
+// the code, and the page keeps the embed_from framing policy.
+func TestOpsHandleErrorsBrands(t *testing.T) {
+	t.Parallel()
+	up := harness.StartUpstream(t)
+	p := harness.FreePort(t)
+	g := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), scaleSite{
+		port:  p,
+		store: "store memory",
+		extra: "error_pages caddy\n\t\tembed_from https://emr.test:9443\n\t\tredeem_rate_limit off",
+		site: `handle_errors {
+		header Content-Type "text/html; charset=utf-8"
+		respond "<h1>Acme portal</h1><p>{http.error.status_code} {http.error.message}: {ssogate.error.title}</p>"
+	}`,
+	}), harness.CaddyOptions{}, p)[0]
+
+	for _, c := range []struct {
+		what, path string
+		headers    []string
+		status     int
+		body       string
+	}{
+		{"no session, in a frame", "/records", []string{"Sec-Fetch-Mode: navigate", "Sec-Fetch-Dest: iframe", "Accept: text/html"},
+			http.StatusUnauthorized, "<h1>Acme portal</h1><p>401 not_signed_in: You are not signed in, or your session has ended.</p>"},
+		{"unknown token", "/redirect/" + strings.Repeat("Z", 43), []string{"Sec-Fetch-Mode: navigate", "Sec-Fetch-Dest: document", "Accept: text/html"},
+			http.StatusForbidden, "<h1>Acme portal</h1><p>403 invalid_or_used_token: This sign-in link was already used or has expired.</p>"},
+	} {
+		r := g.do(t, http.MethodGet, c.path, nil, "", c.headers...)
+		if r.status != c.status || r.body != c.body {
+			t.Errorf("%s: %d %q, want %d %q", c.what, r.status, r.body, c.status, c.body)
+		}
+		if csp := r.header.Get("Content-Security-Policy"); csp != "frame-ancestors 'self' https://emr.test:9443" {
+			t.Errorf("%s: CSP %q, want the embed_from frame-ancestors", c.what, csp)
+		}
+		if cc := r.header.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("%s: Cache-Control %q", c.what, cc)
+		}
+	}
+	// The health endpoint is not an error page: it stays JSON.
+	if r := g.do(t, http.MethodGet, "/sso/health", nil, ""); r.status != http.StatusOK || !strings.Contains(r.body, `"status":"ok"`) {
+		t.Errorf("health with error_pages caddy: %d %q", r.status, r.body)
+	}
+}
+
+// TestOpsMetricsMove scrapes the new series around the events that move
+// them: the store going down and up, API key failures, session cache hits
+// and misses, and the build info.
+func TestOpsMetricsMove(t *testing.T) {
+	t.Parallel()
+	rd := harness.StartRedis(t)
+	up := harness.StartUpstream(t)
+	p := harness.FreePort(t)
+	// A second credential, allowed only to mint, to be refused a revocation.
+	const mintOnlyKey = "it-mint-only-00112233445566778899aabbccdd"
+	extra := fmt.Sprintf("redeem_rate_limit off\n\t\tcredential mint-only {\n\t\t\tkey_sha256 %s\n\t\t\tusers *\n\t\t}", keyHash(mintOnlyKey))
+	g := scaleStart(t, scaleCaddyfile("", up.Addr(), scaleSite{port: p, store: "store redis " + rd.URL(), extra: extra}),
+		harness.CaddyOptions{}, p)[0]
+	admin := g.caddy.AdminPort()
+
+	before := scaleScrape(t, admin)
+	var build []string
+	for s, v := range before {
+		if strings.HasPrefix(s, "ssogate_build_info{") && v == 1 {
+			build = append(build, s)
+		}
+	}
+	if len(build) != 1 || !strings.Contains(build[0], `version="`) {
+		t.Errorf("ssogate_build_info: %v, want one series with a version label at 1", build)
+	}
+	for _, s := range []string{`ssogate_store_up`, `ssogate_session_cache_hits_total`, `ssogate_session_cache_misses_total`,
+		`ssogate_api_auth_failures_total{reason="no_key"}`, `ssogate_api_auth_failures_total{reason="wrong_key"}`,
+		`ssogate_api_auth_failures_total{reason="not_allowed"}`} {
+		if _, ok := before[s]; !ok {
+			t.Errorf("%s not exposed before any traffic", s)
+		}
+	}
+	if before["ssogate_store_up"] != 1 {
+		t.Errorf("ssogate_store_up %v with Redis up, want 1", before["ssogate_store_up"])
+	}
+
+	c := g.signIn(t, "metered")
+	g.whoami(t, c)
+	// The cache serves sessions once its subscription to Redis is proven
+	// live (right after a start it asks the store every time).
+	scaleEventually(t, "a session served from the cache", 5*time.Second, func() error {
+		g.whoami(t, c)
+		if d := scaleMetricDelta(before, scaleScrape(t, admin)); d[`ssogate_session_cache_hits_total`] < 1 {
+			return fmt.Errorf("no hit yet: %v misses", d[`ssogate_session_cache_misses_total`])
+		}
+		return nil
+	})
+	g.do(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`)
+	g.do(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
+	g.do(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
+	if r := g.do(t, http.MethodDelete, "/sso/sessions?userId=metered", nil, "", "Authorization: Bearer "+mintOnlyKey); r.status != http.StatusForbidden {
+		t.Fatalf("revocation by a mint-only credential: %d %s", r.status, r.body)
+	}
+
+	delta := scaleMetricDelta(before, scaleScrape(t, admin))
+	for series, want := range map[string]float64{
+		`ssogate_api_auth_failures_total{reason="no_key"}`:      1,
+		`ssogate_api_auth_failures_total{reason="wrong_key"}`:   2,
+		`ssogate_api_auth_failures_total{reason="not_allowed"}`: 1,
+		// At least the first request with the new cookie asks the store.
+		`ssogate_session_cache_misses_total`: 1,
+		`ssogate_session_cache_hits_total`:   1,
+	} {
+		if strings.Contains(series, "session_cache") && delta[series] >= want {
+			continue
+		}
+		if delta[series] != want {
+			t.Errorf("%s moved by %v, want %v", series, delta[series], want)
+		}
+	}
+
+	rd.Kill()
+	scaleEventually(t, "ssogate_store_up at 0 with Redis killed", 5*time.Second, func() error {
+		g.try(http.MethodGet, "/sso/health", nil, "")
+		if v := scaleScrape(t, admin)["ssogate_store_up"]; v != 0 {
+			return fmt.Errorf("ssogate_store_up %v", v)
+		}
+		return nil
+	})
+	rd.Restart()
+	scaleEventually(t, "ssogate_store_up back at 1", 10*time.Second, func() error {
+		g.try(http.MethodGet, "/sso/health", nil, "")
+		if v := scaleScrape(t, admin)["ssogate_store_up"]; v != 1 {
+			return fmt.Errorf("ssogate_store_up %v", v)
+		}
+		return nil
+	})
+	after := scaleScrape(t, admin)
+	var moved []string
+	for k := range scaleMetricDelta(before, after) {
+		moved = append(moved, k)
+	}
+	sort.Strings(moved)
+	t.Logf("series moved: %s", strings.Join(moved, ", "))
+	if after[`ssogate_store_errors_total{op="ping"}`] < 1 {
+		t.Errorf(`ssogate_store_errors_total{op="ping"} %v after a failed health check`, after[`ssogate_store_errors_total{op="ping"}`])
+	}
+}
