@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,6 +51,42 @@ func TestOpsHealthFollowsRedis(t *testing.T) {
 	if err := want(http.StatusOK, ok)(); err != nil {
 		t.Fatalf("health with Redis up: %v", err)
 	}
+
+	// Many probes at once cost the store at most one PING a second (plus
+	// the session cache subscription's heartbeat, one a second).
+	ctx := context.Background()
+	if err := rd.ResetCommandStats(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	const probers, each = 8, 25
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range probers {
+		wg.Go(func() {
+			for range each {
+				if r, err := g.try(http.MethodGet, "/sso/health", nil, ""); err != nil || r.status != http.StatusOK {
+					failed.Add(1)
+				}
+				time.Sleep(100 * time.Millisecond) // spread over a few seconds of cache lifetimes
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stats, err := rd.CommandStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of %d concurrent health checks failed with Redis up", n, probers*each)
+	}
+	seconds := int64(elapsed/time.Second) + 1
+	if pings := stats["ping"]; pings < 1 || pings > 2*seconds+1 {
+		t.Fatalf("%d PINGs for %d health checks in %v, want 1 to %d", pings, probers*each, elapsed, 2*seconds+1)
+	}
+	t.Logf("%d concurrent health checks in %v cost %d PINGs", probers*each, elapsed.Round(time.Millisecond), stats["ping"])
+
 	// No credential, no session: a load balancer's plain GET.
 	rd.Kill()
 	killed := time.Now()
