@@ -161,6 +161,14 @@ func TestDemoFreshClone(t *testing.T) {
 	if out := sh(find("ssogate health")); !strings.Contains(out, `{"status":"ok","store":"ok"}`) {
 		t.Fatalf("caddy ssogate health printed %q", out)
 	}
+	// make demo stamps the version git describes on the binary it builds.
+	describe, err := exec.Command("git", "-C", clone, "describe", "--tags", "--always", "--dirty").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(sh("./caddy ssogate version")); got != strings.TrimSpace(string(describe)) || got == "" {
+		t.Fatalf("caddy ssogate version printed %q, want %q", got, strings.TrimSpace(string(describe)))
+	}
 	var curl strings.Builder
 	for i, l := range lines {
 		if strings.Contains(l, "curl ") {
