@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/ssogate/ssogate/integration/harness"
 )
@@ -243,5 +247,48 @@ func TestOpsMetricsMove(t *testing.T) {
 	t.Logf("series moved: %s", strings.Join(moved, ", "))
 	if after[`ssogate_store_errors_total{op="ping"}`] < 1 {
 		t.Errorf(`ssogate_store_errors_total{op="ping"} %v after a failed health check`, after[`ssogate_store_errors_total{op="ping"}`])
+	}
+}
+
+// TestOpsHandleErrorsBrandsInAFrame: the branded 401 of error_pages caddy
+// shows inside the embedding app's cross-site iframe in Chromium (the
+// embed_from framing policy is kept on the Caddy error).
+func TestOpsHandleErrorsBrandsInAFrame(t *testing.T) {
+	t.Parallel()
+	up := harness.StartUpstream(t)
+	portalPort, emrPort := harness.FreePort(t), harness.FreePort(t)
+	pages := t.TempDir()
+	portal := fmt.Sprintf("https://portal.test:%d", portalPort)
+	emr := fmt.Sprintf("https://emr.test:%d", emrPort)
+	cf := scaleCaddyfile("admin off", up.Addr(), scaleSite{
+		port:  portalPort,
+		store: "store memory",
+		extra: "error_pages caddy\n\t\tembed_from " + emr,
+		site: `handle_errors {
+		header Content-Type "text/html; charset=utf-8"
+		respond "<!doctype html><h1>Acme portal</h1><p>{http.error.status_code} {http.error.message}</p>"
+	}`,
+	}) + fmt.Sprintf("%s {\n\ttls internal\n\troot * %s\n\tfile_server\n}\n", emr, pages)
+	page := `<!doctype html><html><head><meta charset="utf-8"><title>EMR</title></head><body>
+<iframe id="portal" width="800" height="400" src="` + portal + `/records"></iframe></body></html>`
+	if err := os.WriteFile(filepath.Join(pages, "embed.html"), []byte(page), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := harness.StartCaddy(t, cf, harness.CaddyOptions{})
+	c.WaitHTTPS(t, strings.TrimPrefix(portal, "https://"))
+	c.WaitHTTPS(t, strings.TrimPrefix(emr, "https://"))
+
+	ctx := harness.StartBrowser(t, harness.BrowserOptions{HostMap: []string{"portal.test", "emr.test"}})
+	nctx, cancel := context.WithTimeout(ctx, browserWait)
+	defer cancel()
+	if err := chromedp.Do(nctx, chromedp.Navigate(emr+"/embed.html")); err != nil {
+		t.Fatalf("open the embedding page: %v", err)
+	}
+	fctx := harness.FrameContext(ctx, t, portal+"/")
+	f := browserFrameWhen(t, fctx, "the branded 401 in the frame", func(f browserFrame) bool {
+		return strings.Contains(f.Text, "Acme portal")
+	})
+	if f.blocked() || !strings.Contains(f.Text, "401 not_signed_in") {
+		t.Fatalf("frame: %s", f)
 	}
 }
