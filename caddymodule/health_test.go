@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 
 	"github.com/ssogate/ssogate/internal/healthcheck"
+	"github.com/ssogate/ssogate/internal/testclock"
 	"github.com/ssogate/ssogate/plugins/store"
 )
 
@@ -32,30 +31,12 @@ func (s *pingFlakyStore) Ping(ctx context.Context) error {
 	return s.Store.Ping(ctx)
 }
 
-// healthClock is a clock the test moves by hand.
-type healthClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *healthClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *healthClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestHealth(t *testing.T) {
 	h := apiHandler(t, &Handler{})
 	flaky := &pingFlakyStore{Store: h.store}
 	h.store = watchStore(flaky, zap.NewNop())
-	clk := &healthClock{t: time.Unix(1_800_000_000, 0)}
-	h.health = healthcheck.New(h.store.Ping, healthMaxAge, healthTimeout, clk.now)
+	clk := testclock.New()
+	h.health = healthcheck.New(h.store.Ping, healthMaxAge, healthTimeout, clk.Now)
 
 	check := func(wantStatus int, wantBody string) {
 		t.Helper()
@@ -82,13 +63,13 @@ func TestHealth(t *testing.T) {
 	}
 
 	flaky.down.Store(true)
-	clk.add(healthMaxAge)
+	clk.Add(healthMaxAge)
 	check(http.StatusServiceUnavailable, `{"status":"unavailable","store":"unavailable"}`)
 	if up := gaugeValue(t, storeUp); up != 0 {
 		t.Fatalf("ssogate_store_up %v while the store is down, want 0", up)
 	}
 	flaky.down.Store(false)
-	clk.add(healthMaxAge)
+	clk.Add(healthMaxAge)
 	check(http.StatusOK, `{"status":"ok","store":"ok"}`)
 	if up := gaugeValue(t, storeUp); up != 1 {
 		t.Fatalf("ssogate_store_up %v after the store came back, want 1", up)

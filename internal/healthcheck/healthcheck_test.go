@@ -7,28 +7,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ssogate/ssogate/internal/testclock"
 )
 
-// clock is a time the test moves by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestReusedForMaxAge(t *testing.T) {
-	clk := &clock{t: time.Unix(1000, 0)}
+	clk := testclock.New()
 	var runs atomic.Int32
 	var fail atomic.Bool
 	down := errors.New("down")
@@ -38,7 +22,7 @@ func TestReusedForMaxAge(t *testing.T) {
 			return down
 		}
 		return nil
-	}, time.Second, time.Second, clk.now)
+	}, time.Second, time.Second, clk.Now)
 	ctx := context.Background()
 	for range 100 {
 		if err := c.Result(ctx); err != nil {
@@ -49,11 +33,11 @@ func TestReusedForMaxAge(t *testing.T) {
 		t.Fatalf("%d checks for 100 calls within maxAge, want 1", n)
 	}
 	fail.Store(true)
-	clk.add(999 * time.Millisecond)
+	clk.Add(999 * time.Millisecond)
 	if err := c.Result(ctx); err != nil {
 		t.Fatalf("within maxAge: %v, want the cached ok", err)
 	}
-	clk.add(time.Millisecond)
+	clk.Add(time.Millisecond)
 	if err := c.Result(ctx); !errors.Is(err, down) {
 		t.Fatalf("at maxAge: %v, want a fresh check's failure", err)
 	}
@@ -61,14 +45,14 @@ func TestReusedForMaxAge(t *testing.T) {
 		t.Fatalf("%d checks, want 2", n)
 	}
 	fail.Store(false)
-	clk.add(time.Second)
+	clk.Add(time.Second)
 	if err := c.Result(ctx); err != nil {
 		t.Fatalf("after recovery: %v", err)
 	}
 }
 
 func TestConcurrentCallersShareOneCheck(t *testing.T) {
-	clk := &clock{t: time.Unix(1000, 0)}
+	clk := testclock.New()
 	release := make(chan struct{})
 	started := make(chan struct{}, 100)
 	var runs atomic.Int32
@@ -77,7 +61,7 @@ func TestConcurrentCallersShareOneCheck(t *testing.T) {
 		started <- struct{}{}
 		<-release
 		return nil
-	}, time.Second, time.Minute, clk.now)
+	}, time.Second, time.Minute, clk.Now)
 	const callers = 50
 	var wg sync.WaitGroup
 	errs := make(chan error, callers)
@@ -99,18 +83,18 @@ func TestConcurrentCallersShareOneCheck(t *testing.T) {
 }
 
 func TestCheckBoundedByTimeout(t *testing.T) {
-	clk := &clock{t: time.Unix(1000, 0)}
+	clk := testclock.New()
 	c := New(func(ctx context.Context) error {
 		<-ctx.Done()
 		return ctx.Err()
-	}, time.Second, 20*time.Millisecond, clk.now)
+	}, time.Second, 20*time.Millisecond, clk.Now)
 	if err := c.Result(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("hanging check: %v, want its timeout", err)
 	}
 }
 
 func TestCallerCancelDoesNotFailOthers(t *testing.T) {
-	clk := &clock{t: time.Unix(1000, 0)}
+	clk := testclock.New()
 	release := make(chan struct{})
 	started := make(chan struct{})
 	c := New(func(ctx context.Context) error {
@@ -121,7 +105,7 @@ func TestCallerCancelDoesNotFailOthers(t *testing.T) {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}, time.Second, time.Minute, clk.now)
+	}, time.Second, time.Minute, clk.Now)
 	leaderCtx, cancelLeader := context.WithCancel(context.Background())
 	leader := make(chan error, 1)
 	go func() { leader <- c.Result(leaderCtx) }()
