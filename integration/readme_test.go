@@ -176,6 +176,17 @@ func TestReadmeExamples(t *testing.T) {
 
 	for _, b := range marked {
 		t.Run(fmt.Sprintf("README.md:%d", b.line), func(t *testing.T) {
+			if b.check == "adapts" {
+				file := filepath.Join(t.TempDir(), "Caddyfile")
+				if err := os.WriteFile(file, []byte(b.code), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				// Adapted, not provisioned: its addresses are examples.
+				if out, err := exec.Command(harness.CaddyBinary(t), "adapt", "--config", file).CombinedOutput(); err != nil {
+					t.Fatalf("caddy adapt: %v\n%s", err, out)
+				}
+				return
+			}
 			var cmd *exec.Cmd
 			switch b.lang {
 			case "sh":
