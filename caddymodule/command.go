@@ -301,13 +301,13 @@ func opsCommands() []*cobra.Command {
 	f.Bool("insecure", false, "Do not verify the gateway's TLS certificate (testing only)")
 	f.Duration("timeout", 5*time.Second, "How long to wait for the gateway")
 
-	version := &cobra.Command{
+	versionCmd := &cobra.Command{
 		Use:   "version",
 		Short: "Prints the ssogate version of this binary",
 		Args:  cobra.NoArgs,
 		RunE:  caddycmd.WrapCommandFuncForCobra(cmdVersion),
 	}
-	return []*cobra.Command{health, version}
+	return []*cobra.Command{health, versionCmd}
 }
 
 func cmdVersion(caddycmd.Flags) (int, error) {
