@@ -2,13 +2,17 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/pem"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 )
 
 // What hash-key prints must be what the gateway compares with: a key written
@@ -97,4 +101,38 @@ func TestDialLocalhostOnLoopback(t *testing.T) {
 		t.Errorf("dialled %s, want %s", got, l.Addr())
 	}
 	conn.Close()
+}
+
+// health exits 0 when the gateway answers 200, 1 otherwise, with a CA given
+// by --ca-cert.
+func TestCmdHealthExitCode(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/sso/health" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(`{"status":"x","store":"x"}` + "\n"))
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func() (int, error) {
+		cmd := opsCommands()[0]
+		fs := cmd.Flags()
+		if err := fs.Parse([]string{"--url", srv.URL, "--ca-cert", ca, "--timeout", "5s"}); err != nil {
+			t.Fatal(err)
+		}
+		return cmdHealth(caddycmd.Flags{FlagSet: fs})
+	}
+	if code, err := run(); code != 0 || err != nil {
+		t.Fatalf("healthy gateway: exit %d, %v", code, err)
+	}
+	status = http.StatusServiceUnavailable
+	if code, err := run(); code != 1 || err == nil {
+		t.Fatalf("unhealthy gateway: exit %d, %v; want 1", code, err)
+	}
 }
