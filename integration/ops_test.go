@@ -162,8 +162,8 @@ func TestOpsMetricsMove(t *testing.T) {
 	// A second credential, allowed only to mint, to be refused a revocation.
 	const mintOnlyKey = "it-mint-only-00112233445566778899aabbccdd"
 	extra := fmt.Sprintf("redeem_rate_limit off\n\t\tcredential mint-only {\n\t\t\tkey_sha256 %s\n\t\t\tusers *\n\t\t}", keyHash(mintOnlyKey))
-	g := scaleStart(t, scaleCaddyfile("", up.Addr(), scaleSite{port: p, store: "store redis " + rd.URL(), extra: extra}),
-		harness.CaddyOptions{}, p)[0]
+	cf := scaleCaddyfile("", up.Addr(), scaleSite{port: p, store: "store redis " + rd.URL(), extra: extra})
+	g := scaleStart(t, cf, harness.CaddyOptions{}, p)[0]
 	admin := g.caddy.AdminPort()
 
 	before := scaleScrape(t, admin)
@@ -174,7 +174,7 @@ func TestOpsMetricsMove(t *testing.T) {
 		}
 	}
 	if len(build) != 1 || !strings.Contains(build[0], `version="`) {
-		t.Errorf("ssogate_build_info: %v, want one series with a version label at 1", build)
+		t.Fatalf("ssogate_build_info: %v, want one series with a version label at 1", build)
 	}
 	for _, s := range []string{`ssogate_store_up`, `ssogate_session_cache_hits_total`, `ssogate_session_cache_misses_total`,
 		`ssogate_api_auth_failures_total{reason="no_key"}`, `ssogate_api_auth_failures_total{reason="wrong_key"}`,
@@ -247,6 +247,19 @@ func TestOpsMetricsMove(t *testing.T) {
 	t.Logf("series moved: %s", strings.Join(moved, ", "))
 	if after[`ssogate_store_errors_total{op="ping"}`] < 1 {
 		t.Errorf(`ssogate_store_errors_total{op="ping"} %v after a failed health check`, after[`ssogate_store_errors_total{op="ping"}`])
+	}
+
+	// A reload gives Caddy a fresh registry: the new series are in it, with
+	// their counts.
+	g.caddy.Reload(t, cf)
+	reloaded := scaleScrape(t, admin)
+	for _, s := range []string{`ssogate_api_auth_failures_total{reason="wrong_key"}`, `ssogate_session_cache_hits_total`, `ssogate_store_errors_total{op="ping"}`} {
+		if reloaded[s] < after[s] || reloaded[s] == 0 {
+			t.Errorf("%s after a reload: %v, before %v", s, reloaded[s], after[s])
+		}
+	}
+	if reloaded["ssogate_store_up"] != 1 || reloaded[build[0]] != 1 {
+		t.Errorf("after a reload: ssogate_store_up %v, %s %v", reloaded["ssogate_store_up"], build[0], reloaded[build[0]])
 	}
 }
 
