@@ -50,6 +50,7 @@ func init() {
 //		api_prefix               <path>
 //		redeem_rate_limit        <failures> <window> | off
 //		session_cache            <size> <ttl> | off
+//		redeem_confirm           auto|always|off
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var s Handler
@@ -203,6 +204,8 @@ func (s *Handler) unmarshalExtra(d *caddyfile.Dispenser) error {
 		return s.unmarshalRateLimit(d)
 	case "session_cache":
 		return s.unmarshalSessionCache(d)
+	case "redeem_confirm":
+		return s.unmarshalConfirm(d)
 	}
 	return d.Errf("unrecognized subdirective %q", d.Val())
 }

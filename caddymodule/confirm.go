@@ -1,0 +1,346 @@
+package caddymodule
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ssogate/ssogate/internal/token"
+)
+
+// The values of redeem_confirm.
+const (
+	// confirmAuto redeems a browser's top-level navigation at once and
+	// answers everything else (HEAD, GETs without fetch metadata, frames)
+	// with the confirm page.
+	confirmAuto = "auto"
+	// confirmAlways answers every GET with the confirm page, whose button
+	// the user must press.
+	confirmAlways = "always"
+	// confirmOff redeems every GET at once, frames included.
+	confirmOff = "off"
+)
+
+// Form fields of the confirm page besides the route's own token and
+// redirect parameters.
+const (
+	// pathTokenField carries the token of the path route (/redirect/{token}),
+	// whose POST goes to /redirect/ so that no URL holds the token.
+	pathTokenField = "token"
+	// stepField says which page posted: stepProbe (the confirm page, which
+	// set the probe cookie) or stepAccess (the fallback page, after the
+	// browser granted storage access: the probe is run once more).
+	stepField  = "ssogate_step"
+	stepProbe  = "probe"
+	stepAccess = "access"
+)
+
+// maxConfirmBody bounds a confirm POST: a signed token (2 KiB), a redirect
+// target and the field names fit many times over.
+const maxConfirmBody = 16 << 10
+
+// probeMaxAge is how long the probe cookie lives, in seconds: long enough for
+// a slow click on the confirm page's button, short enough to be gone soon.
+const probeMaxAge = 120
+
+// provisionConfirm checks redeem_confirm and sets its default.
+func (h *Handler) provisionConfirm() error {
+	switch h.RedeemConfirm {
+	case "":
+		h.RedeemConfirm = confirmAuto
+	case confirmAuto, confirmAlways, confirmOff:
+	default:
+		return fmt.Errorf("redeem_confirm %q: want auto, always or off", h.RedeemConfirm)
+	}
+	return nil
+}
+
+// unmarshalConfirm parses `redeem_confirm auto|always|off`.
+func (h *Handler) unmarshalConfirm(d *caddyfile.Dispenser) error {
+	var v string
+	if !d.AllArgs(&v) {
+		return d.ArgErr()
+	}
+	switch v {
+	case confirmAuto, confirmAlways, confirmOff:
+		h.RedeemConfirm = v
+		return nil
+	}
+	return d.Errf("redeem_confirm: want auto, always or off, got %q", v)
+}
+
+// fetchDest classifies a request by its fetch metadata (Sec-Fetch-Mode and
+// Sec-Fetch-Dest, which only browsers send and no page can forge).
+type fetchDest int
+
+const (
+	destOther    fetchDest = iota // not a browser navigation: a scanner, a preview, an old browser
+	destDocument                  // a top-level navigation
+	destFrame                     // a navigation inside a frame
+)
+
+func navigationDest(r *http.Request) fetchDest {
+	if r.Header.Get("Sec-Fetch-Mode") != "navigate" {
+		return destOther
+	}
+	switch r.Header.Get("Sec-Fetch-Dest") {
+	case "document":
+		return destDocument
+	case "iframe", "frame":
+		return destFrame
+	}
+	return destOther
+}
+
+// confirmStep decides, after the redirect target was checked and before the
+// token is touched, whether this request may spend it. When it may not, it
+// has answered: with the confirm page (HEAD, a GET that is not a top-level
+// browser navigation, any GET with redeem_confirm always), or with the
+// fallback page (a POST whose browser did not send the probe cookie back).
+//
+// The rule it keeps: a token is spent only by a request that brings a session
+// cookie's worth of proof that the session will stick. A top-level navigation
+// of a browser keeps first-party cookies; anything else must first show it
+// keeps the probe cookie, which the confirm page sets with exactly the
+// attributes of the session cookie. No page it serves looks at the store, so
+// neither the confirm page nor the fallback tells a valid token from an
+// invalid one, and none of them counts against the failure limit.
+//
+// rawTarget is the redirect target as the request gave it ("" for none), put
+// back into the confirm page's form so that the POST checks it again.
+// A malformed token proceeds, to be refused (and counted) as ever.
+func (h *Handler) confirmStep(w http.ResponseWriter, r *http.Request, rt *redeemRoute, tok, rawTarget string) (proceed bool, err error) {
+	if token.Classify(tok) == token.Invalid {
+		return true, nil
+	}
+	dest := navigationDest(r)
+	switch {
+	case r.Method == http.MethodPost:
+		if validProbe(r, h.probeCookieName()) {
+			// Done with the probe: the session cookie takes over.
+			http.SetCookie(w, h.probeCookie(""))
+			return true, nil
+		}
+		if r.PostForm.Get(stepField) == stepAccess {
+			// The fallback page's storage access was granted: probe
+			// once more, now that the frame may keep cookies.
+			return false, h.deferRedeem(w, r, rt, tok, rawTarget, "storage access granted", true)
+		}
+		return false, h.fallBack(w, r, rt, tok, rawTarget, dest)
+	case r.Method == http.MethodHead:
+		return false, h.deferRedeem(w, r, rt, tok, rawTarget, "head", true)
+	case h.RedeemConfirm == confirmOff:
+		return true, nil
+	case h.RedeemConfirm == confirmAlways:
+		return false, h.deferRedeem(w, r, rt, tok, rawTarget, "redeem_confirm always", false)
+	case dest == destDocument:
+		return true, nil
+	case dest == destFrame:
+		return false, h.deferRedeem(w, r, rt, tok, rawTarget, "frame probe", true)
+	}
+	return false, h.deferRedeem(w, r, rt, tok, rawTarget, "not a browser navigation", true)
+}
+
+// deferRedeem answers with the confirm page: it sets the probe cookie and
+// posts the token back to the route, by script when auto, else on a click.
+func (h *Handler) deferRedeem(w http.ResponseWriter, r *http.Request, rt *redeemRoute, tok, rawTarget, reason string, auto bool) error {
+	h.audit(zapcore.InfoLevel, "deferred", zap.String("route", rt.name), zap.String("reason", reason),
+		zap.String("token", token.LogID(tok)), zap.String("client_ip", clientIP(r)))
+	countRedeem(rt, redeemDeferred)
+	http.SetCookie(w, h.probeCookie(newProbeValue()))
+	p := confirmPage{
+		Title:  "Sign in to the portal",
+		Advice: "Press Continue to sign in.",
+		Button: "Continue",
+		Action: rt.formAction(),
+		Fields: rt.formFields(tok, rawTarget, stepProbe),
+	}
+	if auto {
+		p.Title, p.Advice, p.Script = "Signing you in…", "If nothing happens, press Continue.", scriptSubmit
+	}
+	return h.writeConfirmPage(w, r, p)
+}
+
+// fallBack answers a POST that came back without the probe cookie: the
+// browser keeps no cookie here (in a frame: third-party cookies fully
+// blocked), so spending the token would sign nobody in. The link stays
+// unused; the page offers to open it where the browser keeps cookies.
+func (h *Handler) fallBack(w http.ResponseWriter, r *http.Request, rt *redeemRoute, tok, rawTarget string, dest fetchDest) error {
+	inFrame := dest == destFrame
+	h.audit(zapcore.InfoLevel, "fell back", zap.String("route", rt.name), zap.Bool("in_frame", inFrame),
+		zap.String("token", token.LogID(tok)), zap.String("client_ip", clientIP(r)))
+	countRedeem(rt, redeemFellBack)
+	p := confirmPage{
+		Title:    "Your browser did not keep the sign-in cookie.",
+		Advice:   "Allow cookies for this site, then open the link again.",
+		Link:     rt.link(tok, rawTarget),
+		LinkText: "Open the link again",
+	}
+	if inFrame {
+		p.Title = "Your browser keeps no sign-in inside this frame."
+		p.Advice = "Open the portal in a new tab to sign in there. Your sign-in link has not been used."
+		p.LinkText = "Open the portal in a new tab"
+		p.NewTab = true
+		// Where the browser has the Storage Access API, the user may
+		// let the frame keep cookies; the form then probes again.
+		p.Access = "Allow sign-in inside this frame"
+		p.Action = rt.formAction()
+		p.Fields = rt.formFields(tok, rawTarget, stepAccess)
+		p.Script = scriptAccess
+	}
+	return h.writeConfirmPage(w, r, p)
+}
+
+// crossSitePost reports whether a POST says it was sent by a page of
+// another site, which may not spend a token (login CSRF): Sec-Fetch-Site
+// other than same-origin (or none: the user's own action), or an Origin of
+// another origin. "Origin: null" is what browsers send for a same-origin
+// form under Referrer-Policy: no-referrer, which the confirm page has; it is
+// accepted only when Sec-Fetch-Site vouches for it.
+func (h *Handler) crossSitePost(r *http.Request) bool {
+	site := r.Header.Get("Sec-Fetch-Site")
+	switch site {
+	case "", "same-origin", "none":
+	default:
+		return true
+	}
+	switch origin := r.Header.Get("Origin"); origin {
+	case "":
+		return false
+	case "null":
+		return site != "same-origin"
+	default:
+		return !h.ownOrigin(r, origin)
+	}
+}
+
+// ownOrigin reports whether origin is this host's: the request's Host, or
+// public_url's.
+func (h *Handler) ownOrigin(r *http.Request, origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" || u.User != nil {
+		return false
+	}
+	if h.publicURL != nil && strings.EqualFold(u.Host, h.publicURL.Host) {
+		return true
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+// errConfirmForm is a confirm POST that is not the confirm page's form.
+var errConfirmForm = errors.New("not a confirm form")
+
+// readConfirmForm parses the body of a confirm POST into r.PostForm (the
+// query is not read: on a POST, the token and target come from the form
+// only) and returns the token and the redirect targets it holds.
+func (rt *redeemRoute) readConfirmForm(w http.ResponseWriter, r *http.Request) (tok string, targets []string, err error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return "", nil, fmt.Errorf("%w: content type %q", errConfirmForm, r.Header.Get("Content-Type"))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxConfirmBody))
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: body: %v", errConfirmForm, err)
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %v", errConfirmForm, err)
+	}
+	r.PostForm = form
+	name := pathTokenField
+	if !rt.tokenInPath {
+		name = rt.tokenParam
+		targets = form[rt.redirectParam]
+	}
+	toks := form[name]
+	if len(toks) != 1 {
+		return "", nil, fmt.Errorf("%w: no single %s field", errConfirmForm, name)
+	}
+	return toks[0], targets, nil
+}
+
+// formAction is where the confirm page posts: the route's own path, with the
+// token in the body. The path route posts to /redirect/, with no token in
+// the path.
+func (rt *redeemRoute) formAction() string {
+	if rt.tokenInPath {
+		return rt.path + "/"
+	}
+	return rt.path
+}
+
+// formFields are the hidden fields of the confirm and fallback pages.
+func (rt *redeemRoute) formFields(tok, rawTarget, step string) []formField {
+	if rt.tokenInPath {
+		return []formField{{pathTokenField, tok}, {stepField, step}}
+	}
+	f := []formField{{rt.tokenParam, tok}}
+	if rawTarget != "" {
+		f = append(f, formField{rt.redirectParam, rawTarget})
+	}
+	return append(f, formField{stepField, step})
+}
+
+// link is the sign-in link itself, as a relative URL: what the fallback
+// opens where the browser keeps cookies.
+func (rt *redeemRoute) link(tok, rawTarget string) string {
+	if rt.tokenInPath {
+		return rt.path + "/" + tok
+	}
+	q := url.Values{rt.tokenParam: {tok}}
+	if rawTarget != "" {
+		q.Set(rt.redirectParam, rawTarget)
+	}
+	return rt.path + "?" + q.Encode()
+}
+
+// probeCookieName is the session cookie's name with -probe appended.
+func (h *Handler) probeCookieName() string { return h.CookieName + "-probe" }
+
+// probeCookie has the attributes of the session cookie, so that the browser
+// keeping it proves it will keep the session; an empty value deletes it. Its
+// value is random and means nothing: only its return is looked at.
+func (h *Handler) probeCookie(value string) *http.Cookie {
+	c := h.sessionCookie(value)
+	c.Name = h.probeCookieName()
+	if value != "" {
+		c.MaxAge = probeMaxAge
+	}
+	return c
+}
+
+// probeLen is the length of a probe cookie's value: 96 bits in base64url.
+const probeLen = 16
+
+func newProbeValue() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // never fails; see token.New
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// validProbe reports whether r brings back a probe cookie.
+func validProbe(r *http.Request, name string) bool {
+	for _, c := range r.CookiesNamed(name) {
+		if len(c.Value) == probeLen && token.Classify(c.Value) == token.Opaque {
+			return true
+		}
+	}
+	return false
+}
+
+// newNonce returns a fresh CSP nonce.
+func newNonce() string {
+	var b [18]byte
+	_, _ = rand.Read(b[:])
+	return base64.StdEncoding.EncodeToString(b[:])
+}
