@@ -104,89 +104,82 @@ func navigationDest(r *http.Request) fetchDest {
 
 // confirmStep decides, after the redirect target was checked and before the
 // token is touched, whether this request may spend it. When it may not, it
-// has answered: with the confirm page (HEAD, a GET that is not a top-level
-// browser navigation, any GET with redeem_confirm always), or with the
-// fallback page (a POST whose browser did not send the probe cookie back).
+// ends the redemption with the page to answer: the confirm page (HEAD, a GET
+// that is not a top-level browser navigation, any GET with redeem_confirm
+// always), or the fallback page (a POST whose browser did not send the probe
+// cookie back).
 //
-// The rule it keeps: a token is spent only by a request that brings a session
-// cookie's worth of proof that the session will stick. A top-level navigation
-// of a browser keeps first-party cookies; anything else must first show it
-// keeps the probe cookie, which the confirm page sets with exactly the
-// attributes of the session cookie. No page it serves looks at the store, so
-// neither the confirm page nor the fallback tells a valid token from an
-// invalid one, and none of them counts against the failure limit.
-//
-// rawTarget is the redirect target as the request gave it ("" for none), put
-// back into the confirm page's form so that the POST checks it again.
-// A malformed token proceeds, to be refused (and counted) as ever.
-func (h *Handler) confirmStep(w http.ResponseWriter, r *http.Request, rt *redeemRoute, tok, rawTarget string) (proceed bool, err error) {
-	if token.Classify(tok) == token.Invalid {
-		return true, nil
+// The rule it keeps: a token is spent only by a request that brings proof
+// that the session will stick. A top-level navigation of a browser keeps
+// first-party cookies; anything else must first show it keeps the probe
+// cookie, which the confirm page sets with exactly the attributes of the
+// session cookie. No page it leads to looks at the store, so neither the
+// confirm page nor the fallback tells a valid token from an invalid one, and
+// none of them counts against the failure limit. A malformed token goes on,
+// to be refused (and counted) as ever.
+func (h *Handler) confirmStep(r *http.Request, rd *redemption) {
+	if token.Classify(rd.token) == token.Invalid {
+		return
 	}
 	dest := navigationDest(r)
 	switch {
 	case r.Method == http.MethodPost:
 		if validProbe(r, h.probeCookieName()) {
-			// Done with the probe: the session cookie takes over.
-			http.SetCookie(w, h.probeCookie(""))
-			return true, nil
+			return
 		}
 		if r.PostForm.Get(stepField) == stepAccess {
 			// The fallback page's storage access was granted: probe
 			// once more, now that the frame may keep cookies.
-			return false, h.deferRedeem(w, r, rt, tok, rawTarget, "storage access granted", true)
+			h.deferRedeem(rd, "storage access granted", true)
+			return
 		}
-		return false, h.fallBack(w, r, rt, tok, rawTarget, dest)
+		h.fallBack(rd, dest == destFrame)
 	case r.Method == http.MethodHead:
-		return false, h.deferRedeem(w, r, rt, tok, rawTarget, "head", true)
-	case h.RedeemConfirm == confirmOff:
-		return true, nil
+		h.deferRedeem(rd, "head", true)
+	case h.RedeemConfirm == confirmOff, h.RedeemConfirm == confirmAuto && dest == destDocument:
+		return
 	case h.RedeemConfirm == confirmAlways:
-		return false, h.deferRedeem(w, r, rt, tok, rawTarget, "redeem_confirm always", false)
-	case dest == destDocument:
-		return true, nil
+		h.deferRedeem(rd, "redeem_confirm always", false)
 	case dest == destFrame:
-		return false, h.deferRedeem(w, r, rt, tok, rawTarget, "frame probe", true)
+		h.deferRedeem(rd, "frame probe", true)
+	default:
+		h.deferRedeem(rd, "not a browser navigation", true)
 	}
-	return false, h.deferRedeem(w, r, rt, tok, rawTarget, "not a browser navigation", true)
 }
 
-// deferRedeem answers with the confirm page: it sets the probe cookie and
-// posts the token back to the route, by script when auto, else on a click.
-func (h *Handler) deferRedeem(w http.ResponseWriter, r *http.Request, rt *redeemRoute, tok, rawTarget, reason string, auto bool) error {
-	h.audit(zapcore.InfoLevel, "deferred", zap.String("route", rt.name), zap.String("reason", reason),
-		zap.String("token", token.LogID(tok)), zap.String("client_ip", clientIP(r)))
-	countRedeem(rt, redeemDeferred)
-	http.SetCookie(w, h.probeCookie(newProbeValue()))
-	p := confirmPage{
+// deferRedeem ends rd with the confirm page, which sets the probe cookie and
+// posts the token back to the route: by script when auto, else on a click.
+func (h *Handler) deferRedeem(rd *redemption, reason string, auto bool) {
+	rd.end(redeemDeferred, reason)
+	p := &confirmPage{
 		Title:  "Sign in to the portal",
 		Advice: "Press Continue to sign in.",
 		Button: "Continue",
-		Action: rt.formAction(),
-		Fields: rt.formFields(tok, rawTarget, stepProbe),
+		Action: rd.route.formAction(),
+		Fields: rd.route.formFields(rd.token, rd.rawTarget, stepProbe),
 	}
 	if auto {
 		p.Title, p.Advice, p.Script = "Signing you in…", "If nothing happens, press Continue.", scriptSubmit
 	}
-	return h.writeConfirmPage(w, r, p)
+	rd.confirm = p
 }
 
-// fallBack answers a POST that came back without the probe cookie: the
-// browser keeps no cookie here (in a frame: third-party cookies fully
-// blocked), so spending the token would sign nobody in. The link stays
-// unused; the page offers to open it where the browser keeps cookies.
-func (h *Handler) fallBack(w http.ResponseWriter, r *http.Request, rt *redeemRoute, tok, rawTarget string, dest fetchDest) error {
-	inFrame := dest == destFrame
-	h.audit(zapcore.InfoLevel, "fell back", zap.String("route", rt.name), zap.Bool("in_frame", inFrame),
-		zap.String("token", token.LogID(tok)), zap.String("client_ip", clientIP(r)))
-	countRedeem(rt, redeemFellBack)
-	p := confirmPage{
+// fallBack ends rd with the fallback page: the POST came back without the
+// probe cookie, so the browser keeps no cookie here (in a frame: third-party
+// cookies fully blocked) and spending the token would sign nobody in. The
+// link stays unused; the page offers to open it where the browser keeps
+// cookies.
+func (h *Handler) fallBack(rd *redemption, inFrame bool) {
+	rt := rd.route
+	p := &confirmPage{
 		Title:    "Your browser did not keep the sign-in cookie.",
 		Advice:   "Allow cookies for this site, then open the link again.",
-		Link:     rt.link(tok, rawTarget),
+		Link:     rt.link(rd.token, rd.rawTarget),
 		LinkText: "Open the link again",
 	}
+	reason := "no probe cookie at top level"
 	if inFrame {
+		reason = "no probe cookie in a frame"
 		p.Title = "Your browser keeps no sign-in inside this frame."
 		p.Advice = "Open the portal in a new tab to sign in there. Your sign-in link has not been used."
 		p.LinkText = "Open the portal in a new tab"
@@ -195,10 +188,47 @@ func (h *Handler) fallBack(w http.ResponseWriter, r *http.Request, rt *redeemRou
 		// let the frame keep cookies; the form then probes again.
 		p.Access = "Allow sign-in inside this frame"
 		p.Action = rt.formAction()
-		p.Fields = rt.formFields(tok, rawTarget, stepAccess)
+		p.Fields = rt.formFields(rd.token, rd.rawTarget, stepAccess)
 		p.Script = scriptAccess
 	}
-	return h.writeConfirmPage(w, r, p)
+	rd.end(redeemFellBack, reason)
+	rd.confirm = p
+}
+
+// answerConfirm is finishRedeem's answer for the outcomes of the confirm
+// step and of refuseCrossSite; route and ip are the audit fields every
+// outcome has, ip last.
+func (h *Handler) answerConfirm(w http.ResponseWriter, r *http.Request, rd *redemption, route, ip zap.Field) error {
+	reason := zap.String("reason", rd.reason)
+	switch rd.outcome {
+	case redeemCrossSite:
+		h.audit(zapcore.WarnLevel, "rejected", route, reason, zap.String("origin", r.Header.Get("Origin")),
+			zap.String("sec_fetch_site", r.Header.Get("Sec-Fetch-Site")), ip)
+		return h.fail(w, r, errCrossSite, false)
+	case redeemDeferred:
+		h.audit(zapcore.InfoLevel, "deferred", route, reason, zap.String("token", token.LogID(rd.token)), ip)
+		http.SetCookie(w, h.probeCookie(newProbeValue()))
+	default: // redeemFellBack
+		h.audit(zapcore.InfoLevel, "fell back", route, reason, zap.String("token", token.LogID(rd.token)), ip)
+	}
+	return h.writeConfirmPage(w, r, *rd.confirm)
+}
+
+// clearProbe deletes the probe cookie when a confirm POST signed in: the
+// session cookie takes over.
+func (h *Handler) clearProbe(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		http.SetCookie(w, h.probeCookie(""))
+	}
+}
+
+// refuseCrossSite ends a POST that another site's page sent (login CSRF):
+// 403, the token not even read. It is no guess at a token, so the failure
+// limit does not count it.
+func (h *Handler) refuseCrossSite(r *http.Request, rd *redemption) {
+	if r.Method == http.MethodPost && h.crossSitePost(r) {
+		rd.end(redeemCrossSite, "cross-site post")
+	}
 }
 
 // crossSitePost reports whether a POST says it was sent by a page of
@@ -237,20 +267,38 @@ func (h *Handler) ownOrigin(r *http.Request, origin string) bool {
 	return strings.EqualFold(u.Host, r.Host)
 }
 
+// errCrossSite answers a confirm POST sent by another site's page.
+var errCrossSite = problem{http.StatusForbidden, "cross_site",
+	"This sign-in was sent by another site.",
+	"Go back to the app and open the link from there again."}
+
+// redeemStatus is the status of a successful redemption's redirect: 302 for
+// a GET, as ever; 303 for the confirm page's POST, so the target is fetched
+// with a GET.
+func redeemStatus(r *http.Request) int {
+	if r.Method == http.MethodPost {
+		return http.StatusSeeOther
+	}
+	return http.StatusFound
+}
+
 // errConfirmForm is a confirm POST that is not the confirm page's form.
 var errConfirmForm = errors.New("not a confirm form")
 
 // readConfirmForm parses the body of a confirm POST into r.PostForm (the
 // query is not read: on a POST, the token and target come from the form
 // only) and returns the token and the redirect targets it holds.
-func (rt *redeemRoute) readConfirmForm(w http.ResponseWriter, r *http.Request) (tok string, targets []string, err error) {
+func (rt *redeemRoute) readConfirmForm(r *http.Request) (tok string, targets []string, err error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
 		return "", nil, fmt.Errorf("%w: content type %q", errConfirmForm, r.Header.Get("Content-Type"))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxConfirmBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxConfirmBody+1))
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: body: %v", errConfirmForm, err)
+	}
+	if len(body) > maxConfirmBody {
+		return "", nil, fmt.Errorf("%w: body over %d bytes", errConfirmForm, maxConfirmBody)
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
@@ -338,9 +386,10 @@ func validProbe(r *http.Request, name string) bool {
 	return false
 }
 
-// newNonce returns a fresh CSP nonce.
+// newNonce returns a fresh CSP nonce: 144 random bits in base64url, which
+// CSP's base64-value admits and HTML attributes need not escape.
 func newNonce() string {
 	var b [18]byte
 	_, _ = rand.Read(b[:])
-	return base64.StdEncoding.EncodeToString(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
