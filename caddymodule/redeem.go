@@ -117,8 +117,8 @@ func (h *Handler) matchRedeem(r *http.Request) (*redeemRoute, string, bool) {
 // and answers, in one place for every outcome.
 type redemption struct {
 	route  *redeemRoute
-	token  string      // as presented; possibly empty or malformed
-	target string      // where the browser goes on success
+	token  string // as presented; possibly empty or malformed
+	target string // where the browser goes on success
 	// rawTarget is the redirect target as the link gave it, which the
 	// confirm page's form posts back to be checked again.
 	rawTarget string
@@ -126,7 +126,7 @@ type redemption struct {
 	// confirm step leaves the token unused (outcome redeemDeferred or
 	// redeemFellBack).
 	confirm *confirmPage
-	grant  store.Token // what the consumed token stood for
+	grant   store.Token // what the consumed token stood for
 	// session is the new session's id (the cookie value), on success.
 	session string
 
