@@ -168,6 +168,9 @@ func loopbackClient(ctx context.Context, rootFile string, caddy *exec.Cmd) (*htt
 // sees the user.
 func signInOnce(ctx context.Context, c *http.Client, link string) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, link, nil)
+	// A browser's top-level navigation, which redeems in one hop.
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	req.Header.Set("Sec-Fetch-Dest", "document")
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
