@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/ssogate/ssogate/internal/failurelimit"
 	"github.com/ssogate/ssogate/internal/token"
 	"github.com/ssogate/ssogate/plugins/store"
 )
@@ -415,5 +416,43 @@ func TestConfirmConfig(t *testing.T) {
 	defer cancel()
 	if err := h.Provision(ctx); err == nil || !strings.Contains(err.Error(), "redeem_confirm") {
 		t.Errorf("provision with redeem_confirm never: %v", err)
+	}
+}
+
+// The confirm and fallback pages never ask the store, so they tell a guesser
+// nothing and cost nothing; every POST that does ask counts as ever, and
+// past the limit a POST gets 429 with the token untouched.
+func TestConfirmUnderTheFailureLimit(t *testing.T) {
+	h := confirmHandler(t, "")
+	h.limiter = failurelimit.New(2, time.Minute, 100, time.Now)
+	counting := &rlCountingStore{Store: h.store}
+	h.store = counting
+	good := confirmToken(t, h, "limited", "")
+	page := confirmDo(t, h, http.MethodGet, "/redirect/"+good, "")
+	form := pageForm(t, page.Body.String())
+	for range 20 {
+		guess := token.New()
+		if w := confirmDo(t, h, http.MethodGet, "/redirect/"+guess, ""); w.Code != http.StatusOK {
+			t.Fatalf("confirm page for a guess: %d, want 200", w.Code)
+		}
+		f := confirmForm{form.action, url.Values{"token": {guess}, stepField: {stepProbe}}}
+		if w := f.post(t, h, sameOriginPost...); w.Code != http.StatusOK { // no probe cookie: the fallback
+			t.Fatalf("fallback for a guess: %d, want 200", w.Code)
+		}
+	}
+	if n := counting.takes.Load(); n != 0 {
+		t.Fatalf("%d store lookups for confirm and fallback pages, want none", n)
+	}
+	for range 2 {
+		f := confirmForm{form.action, url.Values{"token": {token.New()}, stepField: {stepProbe}}}
+		if w := f.post(t, h, withProbe(page, h, sameOriginPost...)...); w.Code != http.StatusForbidden {
+			t.Fatalf("POST of a guess: %d, want 403", w.Code)
+		}
+	}
+	if w := form.post(t, h, withProbe(page, h, sameOriginPost...)...); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("POST past the limit: %d, want 429", w.Code)
+	}
+	if n := counting.takes.Load(); n != 2 {
+		t.Fatalf("%d store lookups, want 2 (the guesses before the limit)", n)
 	}
 }
