@@ -36,6 +36,7 @@ func init() {
 //	GET    /redirect/{token}                             redeem, Planhat style
 //	GET    /consume_ssotoken/?ssoToken={t}&redirect={u}  redeem, FibriCheck style
 //	GET    /auth?sso_token={t}&next={u}                  redeem, VSee style
+//	POST   /redirect/, /consume_ssotoken, /auth          the confirm page's form (see RedeemConfirm)
 //	POST   /sso/tokens                                   mint (API credential)
 //	GET    /sso/access?userId={id}                       may this credential mint for id?
 //	DELETE /sso/sessions?userId={id}                     revoke a user's sessions
