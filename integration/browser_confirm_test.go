@@ -17,6 +17,7 @@ import (
 const (
 	fallbackText = "Your browser keeps no sign-in inside this frame"
 	usedLinkText = "This sign-in link was already used or has expired"
+	accessText   = "Allow sign-in inside this frame"
 )
 
 // cookieControlPage writes the page that frames the cookie control site.
@@ -104,6 +105,11 @@ func TestBrowserConfirmChromium(t *testing.T) {
 		})
 		if f.User != nil || !strings.Contains(f.Text, fallbackText) {
 			t.Fatalf("frame: %v; want the fallback page", f)
+		}
+		// Its script ran under the page's CSP (nonce) and, the browser
+		// having the Storage Access API, showed the offer.
+		if !strings.Contains(f.Text, accessText) {
+			t.Errorf("frame: %v; want the storage access offer shown", f)
 		}
 		if saw := s.upstreamSaw(prefix); len(saw) != 0 {
 			t.Fatalf("upstream saw %d requests; want none before the click", len(saw))

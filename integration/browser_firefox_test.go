@@ -86,6 +86,11 @@ func TestBrowserFirefox(t *testing.T) {
 		if fr.User != nil || !strings.Contains(fr.Text, fallbackText) {
 			t.Fatalf("frame: %v; want the fallback page", fr)
 		}
+		// Its script ran under the page's CSP (nonce) and, the browser
+		// having the Storage Access API, showed the offer.
+		if !strings.Contains(fr.Text, accessText) {
+			t.Errorf("frame: %v; want the storage access offer shown", fr)
+		}
 		if saw := s.upstreamSaw(prefix); len(saw) != 0 {
 			t.Fatalf("upstream saw %d requests; want none before the click", len(saw))
 		}
