@@ -9,12 +9,12 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ssogate/ssogate/internal/fetchmeta"
 	"github.com/ssogate/ssogate/internal/token"
 )
 
@@ -79,29 +79,6 @@ func (h *Handler) unmarshalConfirm(d *caddyfile.Dispenser) error {
 	return d.Errf("redeem_confirm: want auto, always or off, got %q", v)
 }
 
-// fetchDest classifies a request by its fetch metadata (Sec-Fetch-Mode and
-// Sec-Fetch-Dest, which only browsers send and no page can forge).
-type fetchDest int
-
-const (
-	destOther    fetchDest = iota // not a browser navigation: a scanner, a preview, an old browser
-	destDocument                  // a top-level navigation
-	destFrame                     // a navigation inside a frame
-)
-
-func navigationDest(r *http.Request) fetchDest {
-	if r.Header.Get("Sec-Fetch-Mode") != "navigate" {
-		return destOther
-	}
-	switch r.Header.Get("Sec-Fetch-Dest") {
-	case "document":
-		return destDocument
-	case "iframe", "frame":
-		return destFrame
-	}
-	return destOther
-}
-
 // confirmStep decides, after the redirect target was checked and before the
 // token is touched, whether this request may spend it. When it may not, it
 // ends the redemption with the page to answer: the confirm page (HEAD, a GET
@@ -121,7 +98,7 @@ func (h *Handler) confirmStep(r *http.Request, rd *redemption) {
 	if token.Classify(rd.token) == token.Invalid {
 		return
 	}
-	dest := navigationDest(r)
+	dest := fetchmeta.Navigation(r.Header)
 	switch {
 	case r.Method == http.MethodPost:
 		if validProbe(r, h.probeCookieName()) {
@@ -133,14 +110,14 @@ func (h *Handler) confirmStep(r *http.Request, rd *redemption) {
 			h.deferRedeem(rd, "storage access granted", true)
 			return
 		}
-		h.fallBack(rd, dest == destFrame)
+		h.fallBack(rd, dest == fetchmeta.Frame)
 	case r.Method == http.MethodHead:
 		h.deferRedeem(rd, "head", true)
-	case h.RedeemConfirm == confirmOff, h.RedeemConfirm == confirmAuto && dest == destDocument:
+	case h.RedeemConfirm == confirmOff, h.RedeemConfirm == confirmAuto && dest == fetchmeta.Document:
 		return
 	case h.RedeemConfirm == confirmAlways:
 		h.deferRedeem(rd, "redeem_confirm always", false)
-	case dest == destFrame:
+	case dest == fetchmeta.Frame:
 		h.deferRedeem(rd, "frame probe", true)
 	default:
 		h.deferRedeem(rd, "not a browser navigation", true)
@@ -231,40 +208,15 @@ func (h *Handler) refuseCrossSite(r *http.Request, rd *redemption) {
 	}
 }
 
-// crossSitePost reports whether a POST says it was sent by a page of
-// another site, which may not spend a token (login CSRF): Sec-Fetch-Site
-// other than same-origin (or none: the user's own action), or an Origin of
-// another origin. "Origin: null" is what browsers send for a same-origin
-// form under Referrer-Policy: no-referrer, which the confirm page has; it is
-// accepted only when Sec-Fetch-Site vouches for it.
+// crossSitePost reports whether a POST says another site's page sent it,
+// which may not spend a token (login CSRF); see fetchmeta.CrossSite. This
+// host is the request's Host, and public_url's.
 func (h *Handler) crossSitePost(r *http.Request) bool {
-	site := r.Header.Get("Sec-Fetch-Site")
-	switch site {
-	case "", "same-origin", "none":
-	default:
-		return true
+	hosts := []string{r.Host, ""}
+	if h.publicURL != nil {
+		hosts[1] = h.publicURL.Host
 	}
-	switch origin := r.Header.Get("Origin"); origin {
-	case "":
-		return false
-	case "null":
-		return site != "same-origin"
-	default:
-		return !h.ownOrigin(r, origin)
-	}
-}
-
-// ownOrigin reports whether origin is this host's: the request's Host, or
-// public_url's.
-func (h *Handler) ownOrigin(r *http.Request, origin string) bool {
-	u, err := url.Parse(origin)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" || u.User != nil {
-		return false
-	}
-	if h.publicURL != nil && strings.EqualFold(u.Host, h.publicURL.Host) {
-		return true
-	}
-	return strings.EqualFold(u.Host, r.Host)
+	return fetchmeta.CrossSite(r.Header, hosts...)
 }
 
 // errCrossSite answers a confirm POST sent by another site's page.
