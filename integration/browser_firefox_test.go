@@ -58,6 +58,9 @@ func TestBrowserFirefox(t *testing.T) {
 		if fr.User == nil || *fr.User != user {
 			t.Fatalf("frame: %v; want %s signed in", fr, user)
 		}
+		if !strings.Contains(s.caddy.Logs(), `"reason":"frame probe"`) {
+			t.Error("no frame probe in the gateway's log: the frame was redeemed in one hop")
+		}
 		if saw := s.upstreamSaw(prefix); len(saw) != 1 || saw[0].Header.Get("X-Forwarded-User") != user {
 			t.Errorf("upstream saw %d requests under %s; want 1 from %s", len(saw), prefix, user)
 		}

@@ -358,6 +358,10 @@ func TestBrowserEmbed(t *testing.T) {
 		if first.Href != s.embed+prefix+"/first" || first.User == nil || *first.User != user {
 			t.Fatalf("first page in the frame: %v; want %s signed in at %s", first, user, prefix+"/first")
 		}
+		// It went through the confirm step's cookie probe, without a click.
+		if !strings.Contains(s.caddy.Logs(), `"reason":"frame probe"`) {
+			t.Error("no frame probe in the gateway's log: the frame was redeemed in one hop")
+		}
 		// The portal set its own cookie on the first page; a second
 		// navigation inside the frame must carry it and the session.
 		if _, err := chromedp.Run(fctx, chromedp.Evaluate[chromedp.Void](`location.assign("`+prefix+`/second")`)); err != nil {
