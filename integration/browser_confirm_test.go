@@ -85,6 +85,26 @@ func TestBrowserConfirmChromium(t *testing.T) {
 		t.Logf("case took %v", time.Since(start))
 	})
 
+	t.Run("a query route signs in inside the frame, to its own target", func(t *testing.T) {
+		start := time.Now()
+		const user = "browser-query"
+		c := client.Client{BaseURL: s.embed, APIKey: browserAPIKey, HTTPClient: s.caddy.Client(t)}
+		ctx, cancel := context.WithTimeout(context.Background(), browserWait)
+		defer cancel()
+		tok, err := c.Mint(ctx, client.MintRequest{UserID: user, Redirect: "/stored/first"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		link := s.embed + "/auth?sso_token=" + tok.SSOToken + "&next=%2Fquery%2Ffirst%3Fa%3D1"
+		b := openEmbedPage(t, s.framePage(t, "emr.test", "query-chromium", link))
+		fctx := harness.FrameContext(b.ctx, t, s.embed+"/")
+		f := browserFrameWhen(t, fctx, "the portal's page", func(f browserFrame) bool { return f.blocked() || f.Path != nil })
+		if f.Href != s.embed+"/query/first?a=1" || f.User == nil || *f.User != user {
+			t.Errorf("frame: %v; want %s signed in at /query/first?a=1", f, user)
+		}
+		t.Logf("case took %v", time.Since(start))
+	})
+
 	t.Run("no cookie in the frame: the link survives, one click signs in top-level", func(t *testing.T) {
 		start := time.Now()
 		const prefix, user = "/fallback-chromium", "browser-fallback-1"
