@@ -12,7 +12,8 @@ demo:
 	go build -ldflags '$(LDFLAGS)' -o caddy ./cmd/caddy
 	go run ./demo -caddy ./caddy $(DEMO_FLAGS)
 
-# Installs what is missing (redis-server, chromium), then static checks, unit
+# Installs what is missing (redis-server, chromium, firefox-esr, Node and the
+# Firefox driver's npm packages), then static checks, unit
 # tests with the race detector, ./caddy via xcaddy.sh, integration and browser tests.
 test:
 	./scripts/test.sh

@@ -77,6 +77,9 @@ func (h apiTestHandler) do(t *testing.T, method, target, key, body string, cooki
 	for _, c := range cookies {
 		r.AddCookie(c)
 	}
+	if method == http.MethodGet {
+		asBrowserNavigation(r)
+	}
 	repl := caddy.NewReplacer()
 	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
 	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"})

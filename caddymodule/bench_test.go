@@ -51,6 +51,7 @@ func benchRequest(method, target, cookie string) *http.Request {
 	}
 	r.Header.Set("Accept", "text/html")
 	r.Header.Set("User-Agent", "Mozilla/5.0")
+	asBrowserNavigation(r)
 	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
 	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.1"})
 	return r.WithContext(ctx)

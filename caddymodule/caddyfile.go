@@ -51,6 +51,7 @@ func init() {
 //		api_prefix               <path>
 //		redeem_rate_limit        <failures> <window> | off
 //		session_cache            <size> <ttl> | off
+//		redeem_confirm           auto|always|off
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var s Handler
@@ -206,6 +207,8 @@ func (s *Handler) unmarshalExtra(d *caddyfile.Dispenser) error {
 		return s.unmarshalSessionCache(d)
 	case "error_pages":
 		return s.unmarshalErrorPages(d)
+	case "redeem_confirm":
+		return s.unmarshalConfirm(d)
 	}
 	return d.Errf("unrecognized subdirective %q", d.Val())
 }

@@ -92,6 +92,7 @@ func embedGet(t *testing.T, url string, c *http.Cookie, accept string) (*http.Re
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
+	asBrowserNavigation(req)
 	client := &http.Client{
 		Timeout:       10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -24,7 +24,7 @@ var (
 	redemptions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "ssogate",
 		Name:      "redemptions_total",
-		Help:      "Redeem requests by route and result: success, rejected (malformed, unknown, used or expired token), bad_redirect, rate_limited, store_unavailable.",
+		Help:      "Redeem requests by route and result: success, rejected (malformed, unknown, used or expired token), bad_redirect, rate_limited, store_unavailable, deferred_to_confirm (token left unused, confirm page served), fell_back (no cookie kept, token left unused, fallback page served), cross_site (a confirm POST from another site, refused).",
 	}, []string{"route", "result"})
 	sessionsCreated = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "ssogate",
@@ -93,9 +93,17 @@ const (
 	// redeemMethod is a request with a method no redeem route answers; it
 	// is not a redemption and is not counted.
 	redeemMethod = "method_not_allowed"
+	// The token was left unused and the confirm page served (HEAD, a link
+	// scanner, a frame's cookie probe, redeem_confirm always).
+	redeemDeferred = "deferred_to_confirm"
+	// A confirm POST came back without the probe cookie: the browser keeps
+	// no cookie there, the token was left unused, the fallback page served.
+	redeemFellBack = "fell_back"
+	// A confirm POST sent by another site's page; the token was not read.
+	redeemCrossSite = "cross_site"
 )
 
-var redeemResults = []string{redeemSuccess, redeemRejected, redeemBadRedirect, redeemRateLimited, redeemStoreUnavailable}
+var redeemResults = []string{redeemSuccess, redeemRejected, redeemBadRedirect, redeemRateLimited, redeemStoreUnavailable, redeemDeferred, redeemFellBack, redeemCrossSite}
 
 // storeOps are the values of store_errors_total's label, one per Store method
 // that talks to the store.

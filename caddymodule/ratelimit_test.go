@@ -132,6 +132,7 @@ func (s *rlCountingStore) TakeToken(ctx context.Context, key string) (store.Toke
 func rlRedeem(t *testing.T, h *Handler, ip, target string) *httptest.ResponseRecorder {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodGet, "https://portal.test"+target, nil)
+	asBrowserNavigation(r)
 	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
 	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: ip})
 	w := httptest.NewRecorder()

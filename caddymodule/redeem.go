@@ -117,9 +117,16 @@ func (h *Handler) matchRedeem(r *http.Request) (*redeemRoute, string, bool) {
 // and answers, in one place for every outcome.
 type redemption struct {
 	route  *redeemRoute
-	token  string      // as presented; possibly empty or malformed
-	target string      // where the browser goes on success
-	grant  store.Token // what the consumed token stood for
+	token  string // as presented; possibly empty or malformed
+	target string // where the browser goes on success
+	// rawTarget is the redirect target as the link gave it, which the
+	// confirm page's form posts back to be checked again.
+	rawTarget string
+	// confirm is the confirm or fallback page to answer with, when the
+	// confirm step leaves the token unused (outcome redeemDeferred or
+	// redeemFellBack).
+	confirm *confirmPage
+	grant   store.Token // what the consumed token stood for
 	// session is the new session's id (the cookie value), on success.
 	session string
 
@@ -155,13 +162,15 @@ func (h *Handler) serveRedeem(w http.ResponseWriter, r *http.Request, rt *redeem
 
 // redeem walks rd through the steps until one of them decides the outcome.
 func (h *Handler) redeem(r *http.Request, rd *redemption) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodPost {
 		rd.end(redeemMethod, "method "+r.Method)
 		return
 	}
 	for _, step := range []func(*http.Request, *redemption){
 		h.admit,
+		h.refuseCrossSite,
 		h.parseLink,
+		h.confirmStep,
 		h.consumeToken,
 		h.resolveTarget,
 		h.startSession,
@@ -184,28 +193,40 @@ func (h *Handler) admit(r *http.Request, rd *redemption) {
 	rd.release = release
 }
 
-// parseLink reads the token and the target of a query route's link. The
+// parseLink reads the token and the target of a query route's link, or of
+// the confirm page's form (a POST: from its body only, never a URL). The
 // target is checked before the token is touched: a bad link must not burn a
 // good token.
 func (h *Handler) parseLink(r *http.Request, rd *redemption) {
-	if rd.route.tokenInPath {
+	var targets []string
+	switch {
+	case r.Method == http.MethodPost:
+		var err error
+		if rd.token, targets, err = rd.route.readConfirmForm(r); err != nil {
+			rd.end(redeemRejected, err.Error())
+			return
+		}
+	case rd.route.tokenInPath:
 		return
+	default:
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			rd.end(redeemRejected, "malformed query")
+			return
+		}
+		toks := q[rd.route.tokenParam]
+		if len(toks) != 1 {
+			rd.end(redeemRejected, "no single token parameter")
+			return
+		}
+		rd.token, targets = toks[0], q[rd.route.redirectParam]
 	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		rd.end(redeemRejected, "malformed query")
-		return
-	}
-	toks, targets := q[rd.route.tokenParam], q[rd.route.redirectParam]
-	if len(toks) != 1 {
-		rd.end(redeemRejected, "no single token parameter")
-		return
-	}
-	rd.token = toks[0]
 	switch {
 	case len(targets) > 1:
 		rd.end(redeemBadRedirect, "several redirect targets")
 	case len(targets) == 1 && targets[0] != "":
+		rd.rawTarget = targets[0]
+		var err error
 		if rd.target, err = h.policy.Check(targets[0], r.Host); err != nil {
 			rd.end(redeemBadRedirect, err.Error())
 		}
@@ -290,12 +311,15 @@ func (h *Handler) finishRedeem(w http.ResponseWriter, r *http.Request, rd *redem
 		h.audit(zapcore.InfoLevel, "redeemed", route, zap.String("user", rd.grant.UserID), zap.String("credential", rd.grant.CreatedBy),
 			zap.String("token", token.LogID(rd.token)), zap.String("session", token.LogID(rd.session)), ip)
 		sessionsCreated.Inc()
+		h.clearProbe(w, r)
 		http.SetCookie(w, h.sessionCookie(rd.session))
 		hdr.Set("Location", rd.target)
-		w.WriteHeader(http.StatusFound)
+		w.WriteHeader(redeemStatus(r))
 		return nil
+	case redeemDeferred, redeemFellBack, redeemCrossSite:
+		return h.answerConfirm(w, r, rd, route, ip)
 	case redeemMethod:
-		hdr.Set("Allow", "GET, HEAD")
+		hdr.Set("Allow", "GET, HEAD, POST")
 		return h.fail(w, r, errMethod, false)
 	case redeemRateLimited:
 		// Logged once per streak of refusals: a client hammering the

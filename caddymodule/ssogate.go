@@ -37,6 +37,7 @@ func init() {
 //	GET    /redirect/{token}                             redeem, Planhat style
 //	GET    /consume_ssotoken/?ssoToken={t}&redirect={u}  redeem, FibriCheck style
 //	GET    /auth?sso_token={t}&next={u}                  redeem, VSee style
+//	POST   /redirect/, /consume_ssotoken, /auth          the confirm page's form (see RedeemConfirm)
 //	POST   /sso/tokens                                   mint (API credential)
 //	GET    /sso/access?userId={id}                       may this credential mint for id?
 //	DELETE /sso/sessions?userId={id}                     revoke a user's sessions
@@ -136,6 +137,19 @@ type Handler struct {
 
 	// Failed redemptions allowed per client IP. Default: 30 per minute.
 	RedeemRateLimit *RedeemRateLimit `json:"redeem_rate_limit,omitempty"`
+
+	// Who may spend a token with a GET. "auto": a browser's top-level
+	// navigation (Sec-Fetch-Mode: navigate, Sec-Fetch-Dest: document)
+	// redeems at once; HEAD, a GET without that fetch metadata (mail and
+	// chat link scanners, previews, old browsers) and a navigation inside a
+	// frame get a small confirm page instead, which leaves the token
+	// unused and posts it back same-origin (by script, or its button),
+	// and which in a frame first proves that the browser keeps the
+	// gateway's cookie there (else a fallback page opens the same link in
+	// a new tab). "always": every GET gets the confirm page, and the user
+	// presses its button. "off": every GET redeems at once (HEAD never
+	// does). Default: auto.
+	RedeemConfirm string `json:"redeem_confirm,omitempty"`
 
 	// The in-memory cache of validated sessions, which spares most
 	// signed-in requests a store round trip. Default: 10000 sessions, 30s.
@@ -279,6 +293,9 @@ func (h *Handler) prepare() error {
 		if h.signing, err = signedtoken.NewKeys(secrets); err != nil {
 			return fmt.Errorf("signing_keys: %w", err)
 		}
+	}
+	if err := h.provisionConfirm(); err != nil {
+		return err
 	}
 	return h.provisionRateLimit()
 }

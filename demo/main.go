@@ -208,6 +208,7 @@ func signInOnce(ctx context.Context, c *http.Client, link string) error {
 		return err
 	}
 	req.Header.Set("Accept", "text/html")
+	// A browser's top-level navigation, which redeems in one hop.
 	req.Header.Set("Sec-Fetch-Mode", "navigate")
 	req.Header.Set("Sec-Fetch-Dest", "document")
 	resp, err := c.Do(req)

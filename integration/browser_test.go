@@ -46,8 +46,13 @@ type browserSites struct {
 	// unpartitioned has embed_from, but Caddy's header directive strips
 	// Partitioned from the session cookie: the control for Partitioned.
 	unpartitioned string
-	pages         string // directory served on emr.test and other.test
-	pagesPort     int
+	// cookieCtl is no gateway: /set sets a `SameSite=None; Secure;
+	// Partitioned` cookie and refreshes to /get, which shows whether it
+	// came back. Framed, it is the control of whether a browser keeps
+	// cookies in a frame at all.
+	cookieCtl string
+	pages     string // directory served on emr.test and other.test
+	pagesPort int
 }
 
 // startBrowserSites starts the upstream and Caddy and waits until every site
@@ -56,7 +61,7 @@ func startBrowserSites(t *testing.T) *browserSites {
 	t.Helper()
 	s := &browserSites{upstream: harness.StartUpstream(t), pages: t.TempDir(), pagesPort: harness.FreePort(t)}
 	ports := map[*string]int{&s.embed: harness.FreePort(t), &s.noRewrite: harness.FreePort(t),
-		&s.plain: harness.FreePort(t), &s.unpartitioned: harness.FreePort(t)}
+		&s.plain: harness.FreePort(t), &s.unpartitioned: harness.FreePort(t), &s.cookieCtl: harness.FreePort(t)}
 	for base, port := range ports {
 		*base = fmt.Sprintf("https://portal.test:%d", port)
 	}
@@ -86,6 +91,18 @@ func startBrowserSites(t *testing.T) *browserSites {
 		site(s.noRewrite, "", "embed_from "+emr+"\n\t\trewrite_upstream_cookies off") +
 		site(s.plain, "", "") +
 		site(s.unpartitioned, `header >Set-Cookie "; Partitioned" ""`, "embed_from "+emr) +
+		fmt.Sprintf(`%s {
+	tls internal
+	header Content-Type "text/html; charset=utf-8"
+	handle /set {
+		header Set-Cookie "ctl=kept; Path=/; Secure; SameSite=None; Partitioned"
+		respond `+"`"+`<!doctype html><meta http-equiv="refresh" content="0;url=/get"><p id="ctl">setting</p>`+"`"+`
+	}
+	handle /get {
+		respond `+"`"+`<!doctype html><p id="ctl">cookie:{http.request.cookie.ctl}</p>`+"`"+`
+	}
+}
+`, s.cookieCtl) +
 		fmt.Sprintf(`https://emr.test:%[1]d, https://other.test:%[1]d {
 	tls internal
 	root * %[2]s
@@ -122,14 +139,19 @@ func (s *browserSites) embedPage(t *testing.T, gateway, host, user, prefix strin
 	if !strings.HasPrefix(tok.URL, gateway+"/redirect/") {
 		t.Fatalf("minted link %q is not on %s", tok.URL, gateway)
 	}
-	name := strings.Trim(prefix, "/") + ".html"
+	return s.framePage(t, host, strings.Trim(prefix, "/"), tok.URL)
+}
+
+// framePage writes a page of host, name.html, framing src, and returns its URL.
+func (s *browserSites) framePage(t *testing.T, host, name, src string) string {
+	t.Helper()
 	page := `<!doctype html><html><head><meta charset="utf-8"><title>EMR</title></head><body>
-<h1>EMR</h1><iframe id="portal" width="800" height="400" src="` + html.EscapeString(tok.URL) + `"></iframe>
+<h1>EMR</h1><iframe id="portal" width="800" height="400" src="` + html.EscapeString(src) + `"></iframe>
 </body></html>`
-	if err := os.WriteFile(filepath.Join(s.pages, name), []byte(page), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(s.pages, name+".html"), []byte(page), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("https://%s:%d/%s", host, s.pagesPort, name)
+	return fmt.Sprintf("https://%s:%d/%s.html", host, s.pagesPort, name)
 }
 
 // redeemSetCookie mints a link at gateway, redeems it without a browser and
@@ -336,6 +358,10 @@ func TestBrowserEmbed(t *testing.T) {
 		if first.Href != s.embed+prefix+"/first" || first.User == nil || *first.User != user {
 			t.Fatalf("first page in the frame: %v; want %s signed in at %s", first, user, prefix+"/first")
 		}
+		// It went through the confirm step's cookie probe, without a click.
+		if !strings.Contains(s.caddy.Logs(), `"reason":"frame probe"`) {
+			t.Error("no frame probe in the gateway's log: the frame was redeemed in one hop")
+		}
 		// The portal set its own cookie on the first page; a second
 		// navigation inside the frame must carry it and the session.
 		if _, err := chromedp.Run(fctx, chromedp.Evaluate[chromedp.Void](`location.assign("`+prefix+`/second")`)); err != nil {
@@ -418,11 +444,12 @@ func TestBrowserEmbed(t *testing.T) {
 		b := openEmbedPage(t, s.embedPage(t, s.unpartitioned, "emr.test", "browser-user-4", prefix))
 		fctx := harness.FrameContext(b.ctx, t, s.unpartitioned+"/")
 		f := browserFrameWhen(t, fctx, "the frame settled", func(f browserFrame) bool {
-			return f.blocked() || f.Path != nil || strings.Contains(f.Text, "not signed in")
+			return f.blocked() || f.Path != nil || strings.Contains(f.Text, "not signed in") || strings.Contains(f.Text, "keeps no sign-in")
 		})
-		// The frame may be framed, so the gateway's own 401 page shows.
-		if f.blocked() || f.User != nil || !strings.Contains(f.Text, "You are not signed in") {
-			t.Errorf("frame: %v; want the gateway's 401 page", f)
+		// The probe cookie, as unpartitioned as the session cookie, did
+		// not come back: the frame shows the fallback, the link unspent.
+		if f.blocked() || f.User != nil || !strings.Contains(f.Text, "Your browser keeps no sign-in inside this frame") {
+			t.Errorf("frame: %v; want the gateway's fallback page", f)
 		}
 		if c := b.cookies(t, "portal.test")["__Host-ssogate"]; c != nil {
 			t.Errorf("unpartitioned session cookie stored with third-party cookies blocked: %+v", c)

@@ -180,8 +180,12 @@ func TestRedeemRoutes(t *testing.T) {
 				t.Errorf("%.60s…: %s, want %d", path, resp.Status, want)
 			}
 		}
-		if resp := g.do(t, http.MethodPost, "/auth?sso_token="+strings.Repeat("a", 43), "", nil); resp.StatusCode != http.StatusMethodNotAllowed {
-			t.Errorf("POST to a redeem route: %s, want 405", resp.Status)
+		if resp := g.do(t, http.MethodPut, "/auth?sso_token="+strings.Repeat("a", 43), "", nil); resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("PUT to a redeem route: %s, want 405", resp.Status)
+		}
+		// A POST is the confirm page's form: a token in its query is not read.
+		if resp := g.do(t, http.MethodPost, "/auth?sso_token="+strings.Repeat("a", 43), "", nil); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST with the token in the query: %s, want 403", resp.Status)
 		}
 	})
 }

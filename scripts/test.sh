@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of ssogate on a fresh machine: installs what is
-# missing, runs static checks and unit tests, builds ./caddy with xcaddy.sh, then
+# missing (Redis, Chromium, Firefox ESR, Node and the Firefox driver's npm
+# packages), runs static checks and unit tests, builds ./caddy with xcaddy.sh, then
 # runs the integration and browser tests against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v chromium >/dev/null || [ -x /usr/lib/chromium/chromium ] || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
 /usr/bin/python3 -c 'import redis' 2>/dev/null || missing+=(python3-redis) # the README's Python examples
+command -v firefox-esr >/dev/null || missing+=(firefox-esr)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "missing: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
@@ -23,6 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 redis-server --version
+# The Firefox tests' driver: puppeteer-core pinned by its lockfile.
+if [ ! -d integration/firefox/node_modules/puppeteer-core ]; then
+	(cd integration/firefox && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*'))

@@ -200,6 +200,8 @@ func getRequest(host, path, cookie string) []byte {
 	b.WriteString("User-Agent: Mozilla/5.0 (X11; Linux x86_64) ssogate-bench\r\n")
 	b.WriteString("Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n")
 	b.WriteString("Accept-Language: en-US,en;q=0.5\r\n")
+	// A browser's navigation, which is what redeems a link at once.
+	b.WriteString("Sec-Fetch-Mode: navigate\r\nSec-Fetch-Dest: document\r\n")
 	if cookie != "" {
 		fmt.Fprintf(&b, "Cookie: %s\r\n", cookie)
 	}

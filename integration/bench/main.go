@@ -347,7 +347,11 @@ func signIn(t *benchTB, addr, apiKey, user string) string {
 	if resp.StatusCode != http.StatusCreated || err != nil {
 		t.Fatalf("mint: %s %v", resp.Status, err)
 	}
-	resp, err = hc.Get("http://" + addr + "/redirect/" + minted.SSOToken)
+	req, err = http.NewRequest(http.MethodGet, "http://"+addr+"/redirect/"+minted.SSOToken, nil)
+	t.check(err, "redeem request")
+	req.Header.Set("Sec-Fetch-Mode", "navigate") // a browser's navigation redeems at once
+	req.Header.Set("Sec-Fetch-Dest", "document")
+	resp, err = hc.Do(req)
 	t.check(err, "redeem")
 	resp.Body.Close()
 	for _, c := range resp.Cookies() {

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -49,6 +50,15 @@ type BrowserOptions struct {
 	// case. By default they are blocked, as in browsers users now have: an
 	// embed test that passes only with them allowed proves nothing.
 	AllowThirdPartyCookies bool
+
+	// BlockFrameCookies lists {host, embedding host} pairs whose cookies
+	// Chromium must refuse entirely, partitioned ones too, when host is
+	// framed by the embedding host: a browser that keeps no cookie in the
+	// frame (like Safari without CHIPS). It is the profile's cookie
+	// content setting for the pattern "[*.]host,[*.]embedding" (block);
+	// the host's own first-party cookies still work. Nothing else found
+	// blocks partitioned cookies in this Chromium.
+	BlockFrameCookies [][2]string
 }
 
 // StartBrowser starts a headless Chromium with a fresh profile and returns a
@@ -82,8 +92,20 @@ func StartBrowser(t testing.TB, opt BrowserOptions) context.Context {
 	if err := os.MkdirAll(filepath.Join(profile, "Default"), 0o700); err != nil {
 		t.Fatalf("harness: chromium profile: %v", err)
 	}
-	writeFile(t, filepath.Join(profile, "Default", "Preferences"),
-		fmt.Sprintf(`{"profile":{"cookie_controls_mode":%d}}`, mode))
+	prefs := map[string]any{"cookie_controls_mode": mode}
+	if len(opt.BlockFrameCookies) > 0 {
+		rules := map[string]any{}
+		for _, p := range opt.BlockFrameCookies {
+			rules["[*.]"+p[0]+",[*.]"+p[1]] = map[string]int{"setting": 2}
+		}
+		prefs["block_third_party_cookies"] = true
+		prefs["content_settings"] = map[string]any{"exceptions": map[string]any{"cookies": rules}}
+	}
+	pj, err := json.Marshal(map[string]any{"profile": prefs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(profile, "Default", "Preferences"), string(pj))
 
 	logPath := filepath.Join(tempDir(t, "chromium-log"), "chromium.log")
 	logf, err := os.Create(logPath)
@@ -151,6 +173,20 @@ func StartBrowser(t testing.TB, opt BrowserOptions) context.Context {
 // a deadline, and detaches (without closing the frame) at cleanup.
 func FrameContext(ctx context.Context, t testing.TB, urlPrefix string) context.Context {
 	t.Helper()
+	return targetContext(ctx, t, "iframe", urlPrefix)
+}
+
+// TabContext is FrameContext for a tab (a "page" target) whose URL starts
+// with urlPrefix, such as one a link with target=_blank opened.
+func TabContext(ctx context.Context, t testing.TB, urlPrefix string) context.Context {
+	t.Helper()
+	return targetContext(ctx, t, "page", urlPrefix)
+}
+
+// targetContext attaches to the target of type typ whose URL starts with
+// urlPrefix; see FrameContext.
+func targetContext(ctx context.Context, t testing.TB, typ, urlPrefix string) context.Context {
+	t.Helper()
 	var id target.ID
 	var seen []string
 	err := poll(frameWaitTimeout, func() error {
@@ -161,15 +197,15 @@ func FrameContext(ctx context.Context, t testing.TB, urlPrefix string) context.C
 		seen = seen[:0]
 		for _, info := range infos {
 			seen = append(seen, info.Type+" "+info.URL)
-			if info.Type == "iframe" && strings.HasPrefix(info.URL, urlPrefix) {
+			if info.Type == typ && strings.HasPrefix(info.URL, urlPrefix) {
 				id = info.TargetID
 				return nil
 			}
 		}
-		return fmt.Errorf("no iframe target with URL prefix %q", urlPrefix)
+		return fmt.Errorf("no %s target with URL prefix %q", typ, urlPrefix)
 	})
 	if err != nil {
-		t.Fatalf("harness: FrameContext: %v; targets: %q", err, seen)
+		t.Fatalf("harness: attach to a %s: %v; targets: %q", typ, err, seen)
 	}
 	fctx, cancel := chromedp.NewContext(ctx, chromedp.WithTargetID(id), chromedp.WithDetachOnCancel())
 	t.Cleanup(cancel)
@@ -180,11 +216,11 @@ func FrameContext(ctx context.Context, t testing.TB, urlPrefix string) context.C
 	select {
 	case err := <-attached:
 		if err != nil {
-			t.Fatalf("harness: FrameContext: attach to %s: %v", urlPrefix, err)
+			t.Fatalf("harness: attach to the %s %s: %v", typ, urlPrefix, err)
 		}
 	case <-time.After(frameWaitTimeout):
 		cancel()
-		t.Fatalf("harness: FrameContext: attach to %s: no answer within %v", urlPrefix, frameWaitTimeout)
+		t.Fatalf("harness: attach to the %s %s: no answer within %v", typ, urlPrefix, frameWaitTimeout)
 	}
 	return fctx
 }

@@ -293,7 +293,34 @@ func (c *Caddy) WaitHTTPS(t testing.TB, hostport string) {
 // https://portal.test:8443 works without /etc/hosts), follows no redirect
 // (a test asserts each 302 and its Location itself), keeps no cookies, speaks
 // HTTP/1.1 or HTTP/2, and gives up on a request after 15 s.
+//
+// Its GETs are sent as a browser's top-level navigation
+// (Sec-Fetch-Mode: navigate, Sec-Fetch-Dest: document), which is what
+// redeems a sign-in link at once, unless the request sets Sec-Fetch-Mode
+// itself. BareClient sends requests exactly as built, as a link scanner would.
 func (c *Caddy) Client(t testing.TB) *http.Client {
+	t.Helper()
+	hc := c.BareClient(t)
+	hc.Transport = navigating{hc.Transport}
+	return hc
+}
+
+// navigating marks GETs as browser navigations; see Client.
+type navigating struct{ base http.RoundTripper }
+
+func (n navigating) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodGet && req.Header.Get("Sec-Fetch-Mode") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Sec-Fetch-Mode", "navigate")
+		req.Header.Set("Sec-Fetch-Dest", "document")
+	}
+	return n.base.RoundTrip(req)
+}
+
+// BareClient is Client without the browser's fetch metadata: it sends each
+// request with the headers it was built with, as link scanners, previews and
+// scripts do.
+func (c *Caddy) BareClient(t testing.TB) *http.Client {
 	t.Helper()
 	roots := c.RootCAs(t)
 	d := &net.Dialer{Timeout: 2 * time.Second}
