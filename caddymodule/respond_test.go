@@ -19,6 +19,7 @@ func TestErrorPagesCaddy(t *testing.T) {
 	h := apiHandler(t, &Handler{ErrorPages: "caddy", EmbedFrom: []string{"https://emr.test"}})
 	serve := func(method, target string, header ...string) (*httptest.ResponseRecorder, *caddy.Replacer, error) {
 		r := httptest.NewRequest(method, "https://portal.test"+target, nil)
+		asBrowserNavigation(r)
 		for i := 0; i+1 < len(header); i += 2 {
 			r.Header.Set(header[i], header[i+1])
 		}

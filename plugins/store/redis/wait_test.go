@@ -20,18 +20,21 @@ import (
 )
 
 // startPair runs a master and a replica of it, and returns their addresses
-// once the replica's initial sync is done.
+// once the master counts the replica as online: a WAIT on it has been
+// acknowledged. (The replica reports its link up before the master has its
+// first ACK, which can take a second; a WAIT in between counts 0.)
 func startPair(t testing.TB) (master, replica string) {
 	t.Helper()
 	master = startServer(t, "--repl-diskless-sync-delay", "0")
 	host, port, _ := strings.Cut(master, ":")
 	replica = startServer(t, "--replicaof", host, port)
-	c := goredis.NewClient(&goredis.Options{Addr: replica})
+	c := goredis.NewClient(&goredis.Options{Addr: master})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		info, err := c.Info(context.Background(), "replication").Result()
-		if err == nil && strings.Contains(info, "master_link_status:up") {
+		n, err := c.Do(context.Background(), "wait", 1, 200).Int()
+		info, _ := c.Info(context.Background(), "replication").Result()
+		if err == nil && n == 1 && strings.Contains(info, "state=online") {
 			return master, replica
 		}
 		if time.Now().After(deadline) {
@@ -41,10 +44,33 @@ func startPair(t testing.TB) (master, replica string) {
 	}
 }
 
+// detachReplica makes the replica a master of its own and waits until the
+// master has noticed that it has no replica left.
+func detachReplica(t testing.TB, master string, rc *goredis.Client) {
+	t.Helper()
+	ctx := context.Background()
+	if err := rc.ReplicaOf(ctx, "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	mc := goredis.NewClient(&goredis.Options{Addr: master})
+	defer mc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := mc.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "connected_slaves:0") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the master still counts a replica after 10s: %v %s", err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestConsumeWaitsForAReplica(t *testing.T) {
 	master, replica := startPair(t)
 	one := 1
-	s := open(t, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &one, ConsumeTimeout: caddy.Duration(400 * time.Millisecond)})
+	s := open(t, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &one, ConsumeTimeout: caddy.Duration(2 * time.Second), ReadTimeout: caddy.Duration(4 * time.Second)})
 	ctx := context.Background()
 	rc := goredis.NewClient(&goredis.Options{Addr: replica})
 	defer rc.Close()
@@ -64,9 +90,7 @@ func TestConsumeWaitsForAReplica(t *testing.T) {
 	}
 
 	// The replica leaves: nothing can confirm any more.
-	if err := rc.ReplicaOf(ctx, "NO", "ONE").Err(); err != nil {
-		t.Fatal(err)
-	}
+	detachReplica(t, master, rc)
 	if err := s.AddToken(ctx, token.Hash("b"), store.Token{UserID: "u"}, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +348,7 @@ func BenchmarkTakeToken(b *testing.B) {
 func TestWaitReplicas(t *testing.T) {
 	master, replica := startPair(t)
 	one := 1
-	s := open(t, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &one, ConsumeTimeout: caddy.Duration(400 * time.Millisecond)})
+	s := open(t, &Redis{URL: "redis://" + master + "/0", ConsumeReplicas: &one, ConsumeTimeout: caddy.Duration(2 * time.Second), ReadTimeout: caddy.Duration(4 * time.Second)})
 	ctx := context.Background()
 	del := func(p goredis.Pipeliner) { p.Del(ctx, "ssogate:sess:x") }
 	if err := s.waitReplicas(ctx, "delete session", "ssogate:sess:x", del); err != nil {
@@ -332,9 +356,7 @@ func TestWaitReplicas(t *testing.T) {
 	}
 	rc := goredis.NewClient(&goredis.Options{Addr: replica})
 	defer rc.Close()
-	if err := rc.ReplicaOf(ctx, "NO", "ONE").Err(); err != nil {
-		t.Fatal(err)
-	}
+	detachReplica(t, master, rc)
 	if err := s.waitReplicas(ctx, "delete session", "ssogate:sess:x", del); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("without a replica: %v, want ErrUnavailable", err)
 	}
