@@ -1,0 +1,58 @@
+package redis
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// A reload keeps the connection but must bring its own logger: the
+// connection's lines go to the config provisioned last.
+func TestConnectionTakesTheNewConfigsLogger(t *testing.T) {
+	addr := startServer(t)
+	first := open(t, &Redis{URL: "redis://" + addr})
+	core, logs := observer.New(zap.InfoLevel)
+	r := &Redis{URL: "redis://" + addr}
+	opts, err := r.options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := connect(r.poolKey(), opts, "ssogate:events", zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.release()
+	if second != first.conn {
+		t.Fatal("equal settings got a connection of their own")
+	}
+	second.logger.Load().Info("probe")
+	if logs.Len() != 1 {
+		t.Fatal("the kept connection still logs to the first config's logger")
+	}
+}
+
+// EventsCurrent holds while heartbeats come back, and stops within
+// store.CurrentWithin of the last one heard.
+func TestEventsCurrentFollowsHeartbeats(t *testing.T) {
+	addr := startServer(t)
+	relay := startRelay(t, addr)
+	s := open(t, &Redis{URL: "redis://" + relay.l.Addr().String()})
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.EventsCurrent(time.Now().UnixNano()) {
+		if time.Now().After(deadline) {
+			t.Fatal("never current")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	relay.frozen.Store(true)
+	frozen := time.Now()
+	for s.EventsCurrent(time.Now().UnixNano()) {
+		if time.Since(frozen) > 2*time.Second {
+			t.Fatal("still current 2s after the link froze")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("not current %v after the freeze", time.Since(frozen))
+}
