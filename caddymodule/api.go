@@ -117,7 +117,7 @@ func (h *Handler) serveMint(w http.ResponseWriter, r *http.Request) error {
 	rec := store.Token{UserID: userID, Claims: claims, Redirect: req.Redirect, CreatedBy: cred.ID, IssuedAt: now.Format(time.RFC3339)}
 	if err := h.store.AddToken(r.Context(), token.Hash(tok), rec, ttl); err != nil {
 		h.storeFailed("mint", err)
-		return h.fail(w, r, storeProblem("add_token", err), true)
+		return h.fail(w, r, storeProblem("mint", err), true)
 	}
 	h.audit(zapcore.InfoLevel, "minted", zap.String("credential", cred.ID), zap.String("user", userID), zap.String("token", token.LogID(tok)), zap.String("client_ip", clientIP(r)))
 	tokensMinted.WithLabelValues(cred.ID).Inc()

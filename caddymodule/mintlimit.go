@@ -80,7 +80,7 @@ func (h *Handler) provisionLimits() error {
 		h.mintLimits[c.ID] = tokenbucket.New(cfg.Tokens, time.Duration(cfg.Window), time.Now)
 		mintRateLimited.WithLabelValues(c.ID)
 	}
-	for _, op := range []string{"add_token", "use_once", "add_session"} {
+	for _, op := range []string{"mint", "redeem"} {
 		storeFull.WithLabelValues(op)
 	}
 	return nil
@@ -103,7 +103,7 @@ func (h *Handler) mintLimited(w http.ResponseWriter, r *http.Request, cred *Cred
 	return true, h.fail(w, r, errMintRateLimited, true)
 }
 
-// storeProblem is the answer to a failed store write of op: 503 store_full
+// storeProblem is the answer to a failed store call of op (mint, redeem): 503 store_full
 // when the store is at its size limit (counted), else 503 store_unavailable.
 func storeProblem(op string, err error) problem {
 	if errors.Is(err, store.ErrFull) {

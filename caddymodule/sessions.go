@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ssogate/ssogate/internal/token"
 	"github.com/ssogate/ssogate/plugins/store"
 )
 
@@ -351,4 +352,21 @@ func (h *Handler) refuseCrossSiteLogout(w http.ResponseWriter, r *http.Request) 
 	h.audit(zapcore.InfoLevel, "rejected", zap.String("route", "logout"), zap.String("reason", "cross-site"),
 		zap.String("origin", quoteShort(r.Header.Get("Origin"))), zap.String("client_ip", clientIP(r)))
 	return true, h.fail(w, r, errCrossSiteLogout, wantsJSON(r))
+}
+
+// refuseRevoked is the redeem's last step: the new session ends at once, and
+// the token counts as refused, when a revocation came after the token was
+// issued (see endIfRevoked).
+func (h *Handler) refuseRevoked(r *http.Request, rd *redemption) {
+	revoked, err := h.endIfRevoked(r.Context(), rd.grant, token.Hash(rd.session))
+	switch {
+	case err != nil:
+		rd.storeErr = err
+		rd.end(redeemStoreUnavailable, "revocation check")
+	case revoked:
+		rd.end(redeemRejected, "issued before a revocation of its user")
+	}
+	if rd.outcome != "" {
+		rd.session = ""
+	}
 }

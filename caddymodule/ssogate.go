@@ -41,7 +41,9 @@ func init() {
 //	POST   /redirect/, /consume_ssotoken, /auth          the confirm page's form (see RedeemConfirm)
 //	POST   /sso/tokens                                   mint (API credential)
 //	GET    /sso/access?userId={id}                       may this credential mint for id?
-//	DELETE /sso/sessions?userId={id}                     revoke a user's sessions
+//	GET    /sso/sessions?userId={id}                     list a user's sessions (in scope)
+//	DELETE /sso/sessions?userId={id}                     revoke a user's sessions and earlier tokens (in scope)
+//	DELETE /sso/sessions/{handle}                        end one session (in scope)
 //	POST   /sso/logout                                   end this browser's session
 //	GET    /sso/health                                   is the store reachable? (for load balancers)
 //
