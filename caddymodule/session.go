@@ -15,7 +15,7 @@ import (
 func (h *Handler) newSession(ctx context.Context, grant store.Token) (string, error) {
 	id := token.New()
 	now := time.Now().UTC()
-	s := store.Session{UserID: grant.UserID, Claims: grant.Claims, CreatedAt: now, ExpiresAt: now.Add(time.Duration(h.SessionTTL)), CreatedBy: grant.CreatedBy}
+	s := store.Session{UserID: grant.UserID, Claims: grant.Claims, CreatedAt: now, ExpiresAt: now.Add(time.Duration(h.SessionTTL)), CreatedBy: h.sessionCreator(grant.CreatedBy)}
 	if err := h.store.AddSession(ctx, token.Hash(id), s, time.Duration(h.SessionIdle)); err != nil {
 		return "", err
 	}

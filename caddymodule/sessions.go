@@ -283,13 +283,28 @@ func grantRevoked(grant store.Token, marks []store.Revocation) bool {
 
 // creatorKnown tells whether the credential or signing key that created a
 // session is still configured: a map lookup, no store round trip. Sessions of
-// direct tokens that named no creator have none to remove.
+// direct tokens (no creator, or "direct:…") have none to remove.
 func (h *Handler) creatorKnown(createdBy string) bool {
-	if createdBy == "" {
+	if createdBy == "" || strings.HasPrefix(createdBy, directCreator) {
 		return true
 	}
 	_, ok := h.creators[createdBy]
 	return ok
+}
+
+// directCreator prefixes the createdBy a direct token named when it is no
+// credential or signing key of the config: the session is a direct one, which
+// no config change ends, and its listing still says who wrote the token.
+const directCreator = "direct:"
+
+// sessionCreator is the createdBy a new session records for a token's:
+// a configured credential id or "signed:<kid>" as it is (the session ends
+// when that creator is removed), anything else as a direct token's.
+func (h *Handler) sessionCreator(createdBy string) string {
+	if h.creatorKnown(createdBy) {
+		return createdBy
+	}
+	return directCreator + createdBy
 }
 
 // buildCreators is the set creatorKnown looks in: every credential id, and

@@ -58,6 +58,9 @@ type connection struct {
 // connect returns the connection for key (the store's settings), making it with
 // opts when no config has it yet, and makes logger its logger.
 func connect(key string, opts *goredis.UniversalOptions, channel string, logger *zap.Logger) (*connection, error) {
+	if err := holdRouter(); err != nil {
+		return nil, err
+	}
 	val, _, err := connections.LoadOrNew(key, func() (caddy.Destructor, error) {
 		var id [8]byte
 		if _, err := rand.Read(id[:]); err != nil {
@@ -73,12 +76,15 @@ func connect(key string, opts *goredis.UniversalOptions, channel string, logger 
 			done:    make(chan struct{}),
 		}
 		c.logger.Store(logger)
+		c.client.AddHook(clientHook{c})
+		ctx = context.WithValue(ctx, connKey{}, c)
 		c.pubsub = c.client.Subscribe(ctx, c.channel, c.beat)
 		go c.listen(ctx)
 		go c.heartbeat(ctx)
 		return c, nil
 	})
 	if err != nil {
+		_ = releaseRouter()
 		return nil, err
 	}
 	c := val.(*connection)
@@ -88,6 +94,9 @@ func connect(key string, opts *goredis.UniversalOptions, channel string, logger 
 
 func (c *connection) release() error {
 	_, err := connections.Delete(c.key)
+	if rerr := releaseRouter(); err == nil {
+		err = rerr
+	}
 	return err
 }
 

@@ -1,11 +1,17 @@
 package redis
 
 import (
+	"context"
+	"errors"
+	"net"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/ssogate/ssogate/internal/token"
+	"github.com/ssogate/ssogate/plugins/store"
 )
 
 // A reload keeps the connection but must bring its own logger: the
@@ -55,4 +61,38 @@ func TestEventsCurrentFollowsHeartbeats(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("not current %v after the freeze", time.Since(frozen))
+}
+
+// go-redis's lines about a store's client go to that store's logger, at
+// debug level, instead of stderr.
+func TestGoRedisLinesGoToTheStoresLogger(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close() // nothing listens here now
+	core, logs := observer.New(zap.DebugLevel)
+	r := &Redis{URL: "redis://" + addr, DialTimeout: 200_000_000}
+	opts, err := r.options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.prefix, r.events = "ssogate:", "ssogate:events"
+	if r.conn, err = connect(r.poolKey(), opts, r.events, zap.New(core)); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Cleanup()
+	if _, err := r.TakeToken(context.Background(), token.Hash("x")); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("TakeToken with Redis down = %v, want ErrUnavailable", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for logs.FilterMessage("go-redis").FilterFieldKey("message").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("go-redis's failed dial never reached the store's logger")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, e := range logs.FilterMessage("go-redis").All() {
+		if e.Level != zap.DebugLevel {
+			t.Fatalf("go-redis line at %v, want debug", e.Level)
+		}
+	}
 }
