@@ -34,16 +34,19 @@ func frozenLinkPair(t *testing.T, user string) (a, b *gateway, proxy *harness.Pr
 // it still served the session after limit from since.
 func stopsServing(t *testing.T, g *gateway, c *http.Cookie, since time.Time, limit time.Duration, what string) {
 	t.Helper()
+	var lastServed time.Duration
 	for {
 		sent := time.Now()
 		resp := g.do(t, http.MethodGet, "/patients/1", "", c, "Accept: application/json")
 		_, _ = io.Copy(io.Discard, resp.Body)
 		switch resp.StatusCode {
 		case http.StatusUnauthorized, http.StatusServiceUnavailable:
-			t.Logf("%s: refused (%d) %v after the session ended", what, resp.StatusCode, time.Since(since).Round(time.Millisecond))
+			t.Logf("%s: last served a request sent %v after the session ended; refused (%d) one sent %v after, answered %v after",
+				what, lastServed.Round(time.Millisecond), resp.StatusCode, sent.Sub(since).Round(time.Millisecond), time.Since(since).Round(time.Millisecond))
 			return
 		case http.StatusOK:
-			if sent.Sub(since) > limit {
+			lastServed = sent.Sub(since)
+			if lastServed > limit {
 				t.Fatalf("%s: the frozen instance still serves the ended session %v after it ended", what, sent.Sub(since).Round(time.Millisecond))
 			}
 		default:
