@@ -336,8 +336,9 @@ func (h *Handler) crossSiteLogout(r *http.Request) bool {
 	return !h.ownOrigin(r, origin)
 }
 
-// ownOrigin tells whether origin is the portal's: the request's own scheme
-// and host, or public_url's.
+// ownOrigin tells whether origin is the portal's: the request's own host
+// with its scheme (or https, for a gateway behind a proxy that ends TLS), or
+// public_url's.
 func (h *Handler) ownOrigin(r *http.Request, origin string) bool {
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" || u.Path != "" || u.User != nil {
@@ -347,7 +348,7 @@ func (h *Handler) ownOrigin(r *http.Request, origin string) bool {
 	if r.TLS == nil {
 		scheme = "http"
 	}
-	if strings.EqualFold(u.Scheme, scheme) && strings.EqualFold(u.Host, r.Host) {
+	if (strings.EqualFold(u.Scheme, scheme) || strings.EqualFold(u.Scheme, "https")) && strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
 	p := h.publicURL

@@ -65,6 +65,13 @@ func TestCrossSiteLogout(t *testing.T) {
 			t.Errorf("headers %v: cross-site = %v, want %v", c.headers, got, c.want)
 		}
 	}
+	// Behind a proxy that ends TLS, the browser's https origin is still the
+	// portal's own.
+	r := httptest.NewRequest("POST", "http://portal.test:8443/sso/logout", nil)
+	r.Header.Set("Origin", "https://portal.test:8443")
+	if h.crossSiteLogout(r) {
+		t.Error("the https origin of a plain-HTTP request to the same host was refused")
+	}
 }
 
 func TestSessionCreator(t *testing.T) {
