@@ -4,6 +4,8 @@ package memory
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"maps"
@@ -228,6 +230,23 @@ type sessionEntry struct {
 	created   int64
 	expires   int64 // absolute
 	idleUntil int64
+	// tag is the first 64 bits of the session's public handle, so that
+	// finding a session by handle compares integers, not hashes.
+	tag uint64
+}
+
+// handleTag is the first 64 bits a handle's first 11 characters encode;
+// false if they are not base64url.
+func handleTag(handle string) (uint64, bool) {
+	var b [9]byte
+	if len(handle) < 11 {
+		return 0, false
+	}
+	n, err := base64.RawURLEncoding.Decode(b[:], []byte(handle[:11]))
+	if err != nil || n < 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b[:8]), true
 }
 
 type markEntry struct {
@@ -420,6 +439,7 @@ func (db *database) addSession(key string, s store.Session, idle time.Duration) 
 		expires:   s.ExpiresAt.UnixNano(),
 		idleUntil: now + int64(idle),
 	}
+	e.tag, _ = handleTag(store.SessionHandle(key))
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if _, replaces := db.sessions[k]; !replaces && !db.roomLocked(now) {
@@ -510,14 +530,19 @@ func (db *database) sessionsOf(userID string) []store.Listed {
 	return out
 }
 
-// sessionByHandle hashes every session's key: a rare admin call, bounded by
-// max_entries, not worth an index on every session.
+// sessionByHandle walks every session comparing tags: a rare admin call,
+// bounded by max_entries (a few milliseconds for a million sessions), not
+// worth an index on every session.
 func (db *database) sessionByHandle(handle string) (store.Listed, error) {
+	tag, ok := handleTag(handle)
+	if !ok {
+		return store.Listed{}, store.ErrNotFound
+	}
 	now := db.now().UnixNano()
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	for k, e := range db.sessions {
-		if e.live(now) && store.SessionHandle(hex.EncodeToString(k[:])) == handle {
+		if e.tag == tag && e.live(now) && store.SessionHandle(hex.EncodeToString(k[:])) == handle {
 			return e.listed(k), nil
 		}
 	}

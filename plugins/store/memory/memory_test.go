@@ -2,6 +2,7 @@ package memory
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -140,5 +141,25 @@ func TestProvisionAppliesSettingsOnReload(t *testing.T) {
 			t.Fatal("the expired token was not swept: the first config's sweep_interval is still in force")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Finding one session among many by its handle stays cheap.
+func BenchmarkSessionByHandle(b *testing.B) {
+	m := New(time.Now, time.Hour)
+	defer m.Close()
+	ctx := b.Context()
+	var last string
+	for i := range 100_000 {
+		last = fmt.Sprintf("%064x", i)
+		if err := m.AddSession(ctx, last, store.Session{UserID: "u", ExpiresAt: time.Now().Add(time.Hour)}, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+	h := store.SessionHandle(last)
+	for b.Loop() {
+		if _, err := m.SessionByHandle(ctx, h); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
