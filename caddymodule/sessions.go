@@ -67,11 +67,11 @@ type listedSession struct {
 // /sso/sessions/{id} (DELETE ends one session).
 func (h *Handler) serveSessions(w http.ResponseWriter, r *http.Request) error {
 	handle, one := strings.CutPrefix(r.URL.Path, h.APIPrefix+"/sessions/")
-	allowed := "GET, DELETE"
-	if one {
-		allowed = http.MethodDelete
-	}
-	if !strings.Contains(allowed, r.Method) {
+	if r.Method != http.MethodDelete && (one || r.Method != http.MethodGet) {
+		allowed := "GET, DELETE"
+		if one {
+			allowed = http.MethodDelete
+		}
 		w.Header().Set("Allow", allowed)
 		return h.refuse(w, r, nil, "method not allowed", errMethod)
 	}

@@ -94,3 +94,20 @@ func TestSessionCreator(t *testing.T) {
 		t.Error("a removed credential is still a known creator")
 	}
 }
+
+func TestSessionsRoutesMethods(t *testing.T) {
+	h := apiHandler(t, &Handler{})
+	for _, c := range []struct {
+		method, target, allow string
+	}{
+		{"POST", "/sso/sessions?userId=u", "GET, DELETE"},
+		{"E", "/sso/sessions?userId=u", "GET, DELETE"},
+		{"GET", "/sso/sessions/AAAAAAAAAAAAAAAAAAAAAA", "DELETE"},
+		{"PUT", "/sso/sessions/AAAAAAAAAAAAAAAAAAAAAA", "DELETE"},
+	} {
+		w, _ := h.do(t, c.method, c.target, apiKeyRevoker, "")
+		if w.Code != 405 || w.Header().Get("Allow") != c.allow {
+			t.Errorf("%s %s: %d Allow %q, want 405 Allow %q", c.method, c.target, w.Code, w.Header().Get("Allow"), c.allow)
+		}
+	}
+}
