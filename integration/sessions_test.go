@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssogate/ssogate/client"
 	"github.com/ssogate/ssogate/integration/harness"
 	"github.com/ssogate/ssogate/internal/token"
 )
@@ -433,5 +435,28 @@ func TestMemoryStoreCap(t *testing.T) {
 	m := scaleScrape(t, g.caddy.AdminPort())
 	if v := m[`ssogate_store_full_total{op="mint"}`]; v != 1 {
 		t.Errorf("ssogate_store_full_total{op=mint} = %v, want 1", v)
+	}
+}
+
+// The Go client's Sessions and EndSession against the real gateway.
+func TestClientSessions(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, gatewayOptions{})
+	c := g.signIn(t, "client-user")
+	api := client.Client{BaseURL: g.base, APIKey: orgAKey, HTTPClient: g.client}
+	ctx := t.Context()
+	list, err := api.Sessions(ctx, "client-user")
+	if err != nil || len(list) != 1 || list[0].ID != handleOf(c) || list[0].CreatedBy != "emr-org-a" {
+		t.Fatalf("Sessions = %+v, %v; want the one session", list, err)
+	}
+	if err := api.EndSession(ctx, list[0].ID); err != nil {
+		t.Fatalf("EndSession: %v", err)
+	}
+	if s := g.status(t, c); s != http.StatusUnauthorized {
+		t.Errorf("after EndSession: %d, want 401", s)
+	}
+	var apiErr *client.APIError
+	if err := api.EndSession(ctx, list[0].ID); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound {
+		t.Errorf("EndSession of an ended session: %v, want a 404 APIError", err)
 	}
 }
