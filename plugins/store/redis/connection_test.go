@@ -70,16 +70,8 @@ func TestGoRedisLinesGoToTheStoresLogger(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close() // nothing listens here now
 	core, logs := observer.New(zap.DebugLevel)
-	r := &Redis{URL: "redis://" + addr, DialTimeout: 200_000_000}
-	opts, err := r.options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.prefix, r.events = "ssogate:", "ssogate:events"
-	if r.conn, err = connect(r.poolKey(), opts, r.events, zap.New(core)); err != nil {
-		t.Fatal(err)
-	}
-	defer r.Cleanup()
+	r := open(t, &Redis{URL: "redis://" + addr, DialTimeout: 200_000_000})
+	r.conn.logger.Store(zap.New(core)) // as a config provisioned with it would
 	if _, err := r.TakeToken(context.Background(), token.Hash("x")); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("TakeToken with Redis down = %v, want ErrUnavailable", err)
 	}
