@@ -189,6 +189,7 @@ type Handler struct {
 	unsubscribe func()                         // ends the cache's store subscription
 
 	health *healthcheck.Cached // the store check of <api_prefix>/health
+
 	mintLimits map[string]*tokenbucket.Bucket // by credential id; none without a limit
 	creators   map[string]struct{}            // configured session creators (creatorKnown)
 }
