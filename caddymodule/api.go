@@ -79,6 +79,9 @@ func (h *Handler) serveMint(w http.ResponseWriter, r *http.Request) error {
 	if cred == nil {
 		return err
 	}
+	if limited, err := h.mintLimited(w, r, cred); limited {
+		return err
+	}
 	var req mintRequest
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxMintBody+1))
 	if err != nil {
@@ -114,7 +117,7 @@ func (h *Handler) serveMint(w http.ResponseWriter, r *http.Request) error {
 	rec := store.Token{UserID: userID, Claims: claims, Redirect: req.Redirect, CreatedBy: cred.ID, IssuedAt: now.Format(time.RFC3339)}
 	if err := h.store.AddToken(r.Context(), token.Hash(tok), rec, ttl); err != nil {
 		h.storeFailed("mint", err)
-		return h.fail(w, r, errStoreUnavailable, true)
+		return h.fail(w, r, storeProblem("mint", err), true)
 	}
 	h.audit(zapcore.InfoLevel, "minted", zap.String("credential", cred.ID), zap.String("user", userID), zap.String("token", token.LogID(tok)), zap.String("client_ip", clientIP(r)))
 	tokensMinted.WithLabelValues(cred.ID).Inc()
@@ -222,31 +225,6 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request) error {
 		return h.refuse(w, r, cred, "no userId", badRequest("userId is required."))
 	}
 	return writeJSON(w, http.StatusOK, map[string]any{"userId": userID, "access": cred.mint && cred.mayActFor(userID)})
-}
-
-// serveRevoke answers DELETE /sso/sessions?userId=…: every session of that user
-// ends, on every instance.
-func (h *Handler) serveRevoke(w http.ResponseWriter, r *http.Request) error {
-	cred, err := h.authorize(w, r, http.MethodDelete, func(c *Credential) bool { return c.revoke })
-	if cred == nil {
-		return err
-	}
-	userID := r.URL.Query().Get("userId")
-	if userID == "" {
-		return h.refuse(w, r, cred, "no userId", badRequest("userId is required."))
-	}
-	if !cred.mayActFor(userID) {
-		return h.refuse(w, r, cred, "user out of scope", errForbiddenScope.withDetail("This credential may not revoke that user's sessions."))
-	}
-	n, err := h.store.RevokeUser(r.Context(), userID)
-	if err != nil {
-		h.storeFailed("revoke", err)
-		return h.fail(w, r, errStoreUnavailable, true)
-	}
-	h.forget(store.Invalidation{UserID: userID})
-	h.audit(zapcore.InfoLevel, "revoked", zap.String("credential", cred.ID), zap.String("user", userID), zap.Int("sessions", n), zap.String("client_ip", clientIP(r)))
-	revocations.Inc()
-	return writeJSON(w, http.StatusOK, map[string]any{"userId": userID, "revoked": n})
 }
 
 func quoteShort(s string) string {

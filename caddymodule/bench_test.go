@@ -36,7 +36,7 @@ func benchHandler(b *testing.B, h *Handler) *Handler {
 // portal would send: the session among the portal's own cookies.
 func benchSession(b *testing.B, h *Handler) string {
 	b.Helper()
-	id, err := h.newSession(context.Background(), "bench-user", map[string]string{"group": "org-a", "role": "hcp"})
+	id, err := h.newSession(context.Background(), store.Token{UserID: "bench-user", Claims: map[string]string{"group": "org-a", "role": "hcp"}})
 	if err != nil {
 		b.Fatal(err)
 	}

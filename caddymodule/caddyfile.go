@@ -32,6 +32,7 @@ func init() {
 //			claims         <key>=<value>...
 //			request_claims <key>...
 //			allow          mint|revoke...
+//			mint_rate_limit <tokens> <window> | off
 //		}
 //		signing_key              <kid> <secret>
 //		token_ttl                <duration>
@@ -52,6 +53,7 @@ func init() {
 //		redeem_rate_limit        <failures> <window> | off
 //		session_cache            <size> <ttl> | off
 //		redeem_confirm           auto|always|off
+//		mint_rate_limit          <tokens> <window> | off
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var s Handler
@@ -209,6 +211,8 @@ func (s *Handler) unmarshalExtra(d *caddyfile.Dispenser) error {
 		return s.unmarshalErrorPages(d)
 	case "redeem_confirm":
 		return s.unmarshalConfirm(d)
+	case "mint_rate_limit":
+		return s.unmarshalMintRateLimit(d)
 	}
 	return d.Errf("unrecognized subdirective %q", d.Val())
 }
@@ -255,6 +259,12 @@ func parseCredential(d *caddyfile.Dispenser) (*Credential, error) {
 			if err := appendArgs(d, &c.Allow); err != nil {
 				return nil, err
 			}
+		case "mint_rate_limit":
+			l, err := parseMintRateLimit(d)
+			if err != nil {
+				return nil, err
+			}
+			c.MintRateLimit = l
 		default:
 			return nil, d.Errf("unrecognized credential option %q", d.Val())
 		}

@@ -32,6 +32,9 @@ type Credential struct {
 	RequestClaims []string `json:"request_claims,omitempty"`
 	// What it may do: "mint", "revoke". Default: ["mint"].
 	Allow []string `json:"allow,omitempty"`
+	// How many tokens it may mint, overriding the handler's
+	// mint_rate_limit. Default: the handler's (none unless set).
+	MintRateLimit *MintRateLimit `json:"mint_rate_limit,omitempty"`
 
 	key      [sha256.Size]byte
 	users    []*regexp.Regexp

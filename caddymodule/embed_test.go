@@ -41,7 +41,7 @@ func embedHandler(t *testing.T, h *Handler) (*Handler, *http.Cookie) {
 	if err := h.Validate(); err != nil {
 		t.Fatalf("validate: %v", err)
 	}
-	id, err := h.newSession(context.Background(), "embed-user", nil)
+	id, err := h.newSession(context.Background(), store.Token{UserID: "embed-user"})
 	if err != nil {
 		t.Fatalf("new session: %v", err)
 	}

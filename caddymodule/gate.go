@@ -98,6 +98,9 @@ func (h *Handler) requestSession(r *http.Request) (*identity, error) {
 	keys, n := h.cookieKeys(r)
 	for _, k := range keys[:n] {
 		id, err := h.lookupSession(r.Context(), k)
+		if err == nil && !h.creatorKnown(id.createdBy) {
+			continue // its credential or signing key was removed
+		}
 		if err == nil || errors.Is(err, store.ErrUnavailable) {
 			return id, err
 		}
@@ -109,7 +112,12 @@ func (h *Handler) requestSession(r *http.Request) (*identity, error) {
 // it, else from the store, which then also pushes its idle expiry.
 func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, error) {
 	idle := time.Duration(h.SessionIdle)
-	if h.cache == nil {
+	var now int64
+	if h.cache != nil {
+		now = h.cache.Now().UnixNano()
+	}
+	// Bypassed while the store cannot prove it has heard every logout.
+	if h.cache == nil || !h.store.EventsCurrent(now) {
 		s, err := h.store.Session(ctx, k.Hex(), idle)
 		if err != nil {
 			return nil, err
@@ -119,7 +127,6 @@ func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, e
 		}
 		return newIdentity(s), nil
 	}
-	now := h.cache.Now().UnixNano()
 	e, res := h.cache.Get(k, now)
 	countCacheLookup(res)
 	switch res {
@@ -153,6 +160,8 @@ type identity struct {
 	userID  string
 	claims  map[string]string // shared: never modified
 	expires int64             // absolute expiry, unix nanoseconds
+	// createdBy is the session's creator, checked by creatorKnown.
+	createdBy string
 	// claimsHeader is the claims header's value, empty without claims.
 	claimsHeader string
 	// placeholders are set on every request; values are boxed once here
@@ -171,6 +180,7 @@ func newIdentity(s store.Session) *identity {
 		userID:       s.UserID,
 		claims:       s.Claims,
 		expires:      s.ExpiresAt.UnixNano(),
+		createdBy:    s.CreatedBy,
 		placeholders: make([]placeholder, 0, 1+len(s.Claims)),
 	}
 	if len(s.Claims) > 0 {

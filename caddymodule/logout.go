@@ -16,6 +16,9 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", http.MethodPost)
 		return h.fail(w, r, errMethod, wantsJSON(r))
 	}
+	if refused, err := h.refuseCrossSiteLogout(w, r); refused {
+		return err
+	}
 	keys, n := h.cookieKeys(r)
 	for _, k := range keys[:n] {
 		key := k.Hex()

@@ -107,7 +107,8 @@ var redeemResults = []string{redeemSuccess, redeemRejected, redeemBadRedirect, r
 
 // storeOps are the values of store_errors_total's label, one per Store method
 // that talks to the store.
-var storeOps = []string{"add_token", "take_token", "use_once", "add_session", "session", "delete_session", "revoke_user", "ping"}
+var storeOps = []string{"add_token", "take_token", "use_once", "add_session", "session", "delete_session", "revoke_user", "ping",
+	"sessions", "session_by_handle", "end_sessions", "mark_revoked", "revocations"}
 
 // registerMetrics adds the collectors to reg, and makes every series the
 // handler can produce visible at zero, so that rate() works from the first
@@ -116,8 +117,8 @@ func (h *Handler) registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil // a context made outside a config load (tests)
 	}
-	for _, c := range []prometheus.Collector{tokensMinted, redemptions, sessionsCreated, revocations, storeErrors, redeemDuration,
-		storeUp, apiAuthFailures, sessionCacheHits, sessionCacheMisses, buildInfo} {
+	for _, c := range append([]prometheus.Collector{tokensMinted, redemptions, sessionsCreated, revocations, storeErrors, redeemDuration,
+		storeUp, apiAuthFailures, sessionCacheHits, sessionCacheMisses, buildInfo}, limitCollectors()...) {
 		if err := reg.Register(c); err != nil {
 			// Several ssogate handlers in one config share the
 			// collectors; anything else by those names is a conflict.

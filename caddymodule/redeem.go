@@ -174,6 +174,7 @@ func (h *Handler) redeem(r *http.Request, rd *redemption) {
 		h.consumeToken,
 		h.resolveTarget,
 		h.startSession,
+		h.refuseRevoked,
 	} {
 		if step(r, rd); rd.outcome != "" {
 			return
@@ -284,7 +285,7 @@ func (h *Handler) startSession(r *http.Request, rd *redemption) {
 		}
 		h.forget(store.Invalidation{SessionKey: key})
 	}
-	id, err := h.newSession(r.Context(), rd.grant.UserID, rd.grant.Claims)
+	id, err := h.newSession(r.Context(), rd.grant)
 	if err != nil {
 		rd.storeErr = err
 		rd.end(redeemStoreUnavailable, "create session")
@@ -333,7 +334,7 @@ func (h *Handler) finishRedeem(w http.ResponseWriter, r *http.Request, rd *redem
 		return h.fail(w, r, errRateLimited, false)
 	case redeemStoreUnavailable:
 		h.storeFailed(rd.reason, rd.storeErr)
-		return h.fail(w, r, errStoreUnavailable, false)
+		return h.fail(w, r, storeProblem("redeem", rd.storeErr), false)
 	case redeemBadRedirect:
 		h.audit(zapcore.InfoLevel, "rejected", route, zap.String("reason", rd.reason), ip)
 		return h.fail(w, r, errBadRedirect, false)
@@ -386,5 +387,9 @@ func (h *Handler) consumeSigned(ctx context.Context, tok string) (store.Token, s
 	if !fresh {
 		return store.Token{}, "signed: already used", nil
 	}
-	return store.Token{UserID: c.Subject, Claims: c.Claims, Redirect: c.Redirect, CreatedBy: "signed:" + c.KeyID}, "", nil
+	grant := store.Token{UserID: c.Subject, Claims: c.Claims, Redirect: c.Redirect, CreatedBy: "signed:" + c.KeyID}
+	if c.IssuedAt > 0 {
+		grant.IssuedAt = time.Unix(c.IssuedAt, 0).UTC().Format(time.RFC3339) // for revocation marks
+	}
+	return grant, "", nil
 }

@@ -10,12 +10,12 @@ import (
 	"github.com/ssogate/ssogate/plugins/store"
 )
 
-// newSession stores a fresh session for t's user and returns its id, which is
-// the cookie value.
-func (h *Handler) newSession(ctx context.Context, userID string, claims map[string]string) (string, error) {
+// newSession stores a fresh session for grant's user, bound to its creator,
+// and returns its id, which is the cookie value.
+func (h *Handler) newSession(ctx context.Context, grant store.Token) (string, error) {
 	id := token.New()
 	now := time.Now().UTC()
-	s := store.Session{UserID: userID, Claims: claims, CreatedAt: now, ExpiresAt: now.Add(time.Duration(h.SessionTTL))}
+	s := store.Session{UserID: grant.UserID, Claims: grant.Claims, CreatedAt: now, ExpiresAt: now.Add(time.Duration(h.SessionTTL)), CreatedBy: h.sessionCreator(grant.CreatedBy)}
 	if err := h.store.AddSession(ctx, token.Hash(id), s, time.Duration(h.SessionIdle)); err != nil {
 		return "", err
 	}

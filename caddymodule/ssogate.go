@@ -22,6 +22,7 @@ import (
 	"github.com/ssogate/ssogate/internal/sessioncache"
 	"github.com/ssogate/ssogate/internal/signedtoken"
 	"github.com/ssogate/ssogate/internal/skippath"
+	"github.com/ssogate/ssogate/internal/tokenbucket"
 	"github.com/ssogate/ssogate/plugins/store"
 )
 
@@ -40,7 +41,9 @@ func init() {
 //	POST   /redirect/, /consume_ssotoken, /auth          the confirm page's form (see RedeemConfirm)
 //	POST   /sso/tokens                                   mint (API credential)
 //	GET    /sso/access?userId={id}                       may this credential mint for id?
-//	DELETE /sso/sessions?userId={id}                     revoke a user's sessions
+//	GET    /sso/sessions?userId={id}                     list a user's sessions (in scope)
+//	DELETE /sso/sessions?userId={id}                     revoke a user's sessions and earlier tokens (in scope)
+//	DELETE /sso/sessions/{handle}                        end one session (in scope)
 //	POST   /sso/logout                                   end this browser's session
 //	GET    /sso/health                                   is the store reachable? (for load balancers)
 //
@@ -162,6 +165,9 @@ type Handler struct {
 	// {ssogate.error.title} and {ssogate.error.advice}). The health
 	// endpoint always answers JSON itself. Default: builtin.
 	ErrorPages string `json:"error_pages,omitempty"`
+	// How many tokens each credential may mint; a credential's own
+	// mint_rate_limit overrides it. Default: none.
+	MintRateLimit *MintRateLimit `json:"mint_rate_limit,omitempty"`
 
 	store     store.Store
 	logger    *zap.Logger
@@ -183,6 +189,9 @@ type Handler struct {
 	unsubscribe func()                         // ends the cache's store subscription
 
 	health *healthcheck.Cached // the store check of <api_prefix>/health
+
+	mintLimits map[string]*tokenbucket.Bucket // by credential id; none without a limit
+	creators   map[string]struct{}            // configured session creators (creatorKnown)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -297,6 +306,9 @@ func (h *Handler) prepare() error {
 	if err := h.provisionConfirm(); err != nil {
 		return err
 	}
+	if err := h.provisionLimits(); err != nil {
+		return err
+	}
 	return h.provisionRateLimit()
 }
 
@@ -374,13 +386,16 @@ func (h *Handler) apiRoute(r *http.Request) func(http.ResponseWriter, *http.Requ
 	if !ok {
 		return nil
 	}
+	if strings.HasPrefix(rest, "sessions/") {
+		return h.serveSessions
+	}
 	switch rest {
 	case "tokens":
 		return h.serveMint
 	case "access":
 		return h.serveAccess
 	case "sessions":
-		return h.serveRevoke
+		return h.serveSessions
 	case "logout":
 		return h.serveLogout
 	case "health":

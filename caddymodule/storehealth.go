@@ -102,6 +102,41 @@ func (w *watchedStore) Ping(ctx context.Context) error {
 	return err
 }
 
+// Sessions implements store.Store.
+func (w *watchedStore) Sessions(ctx context.Context, userID string) ([]store.Listed, error) {
+	l, err := w.Store.Sessions(ctx, userID)
+	w.observe("sessions", err)
+	return l, err
+}
+
+// SessionByHandle implements store.Store.
+func (w *watchedStore) SessionByHandle(ctx context.Context, handle string) (store.Listed, error) {
+	l, err := w.Store.SessionByHandle(ctx, handle)
+	w.observe("session_by_handle", err)
+	return l, err
+}
+
+// EndSessions implements store.Store.
+func (w *watchedStore) EndSessions(ctx context.Context, userID string, keys []string) (int, error) {
+	n, err := w.Store.EndSessions(ctx, userID, keys)
+	w.observe("end_sessions", err)
+	return n, err
+}
+
+// MarkRevoked implements store.Store.
+func (w *watchedStore) MarkRevoked(ctx context.Context, userID string, r store.Revocation, ttl time.Duration) error {
+	err := w.Store.MarkRevoked(ctx, userID, r, ttl)
+	w.observe("mark_revoked", err)
+	return err
+}
+
+// Revocations implements store.Store.
+func (w *watchedStore) Revocations(ctx context.Context, userID string) ([]store.Revocation, error) {
+	rs, err := w.Store.Revocations(ctx, userID)
+	w.observe("revocations", err)
+	return rs, err
+}
+
 // storeFailed notes, for debugging, which request the store failed; the
 // outage itself is logged once by watchedStore.
 func (h *Handler) storeFailed(op string, err error) {

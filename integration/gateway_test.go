@@ -43,6 +43,11 @@ type gatewayOptions struct {
 	// rateLimit is the redeem_rate_limit line. Default: off, because every
 	// test client shares 127.0.0.1 and many tests fail redemptions on purpose.
 	rateLimit string
+	// admin keeps Caddy's admin endpoint on (at the harness's port), which
+	// reload and /metrics need. Default: off, as in SPEC's Caddyfile.
+	admin bool
+	// caddy shapes the process, e.g. a shared DataDir for a second instance.
+	caddy harness.CaddyOptions
 }
 
 // gatewayCaddyfile is SPEC's minimal Caddyfile, parameterised.
@@ -53,8 +58,12 @@ func gatewayCaddyfile(port int, upstream string, o gatewayOptions) string {
 	if o.rateLimit == "" {
 		o.rateLimit = "redeem_rate_limit off"
 	}
+	admin := "admin off"
+	if o.admin {
+		admin = ""
+	}
 	return fmt.Sprintf(`{
-	admin off
+	%s
 	skip_install_trust
 	auto_https disable_redirects
 	%s
@@ -83,7 +92,7 @@ https://portal.test:%d {
 		header_up X-Auth-Group {http.auth.user.group}
 	}
 }
-`, o.global, port, o.store, keyHash(orgAKey), keyHash(clinicKey), o.rateLimit, o.extra, upstream)
+`, admin, o.global, port, o.store, keyHash(orgAKey), keyHash(clinicKey), o.rateLimit, o.extra, upstream)
 }
 
 func startGateway(t *testing.T, o gatewayOptions) *gateway {
@@ -93,10 +102,18 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	if port == 0 {
 		port = harness.FreePort(t)
 	}
-	c := harness.StartCaddy(t, gatewayCaddyfile(port, up.Addr(), o), harness.CaddyOptions{})
+	c := harness.StartCaddy(t, gatewayCaddyfile(port, up.Addr(), o), o.caddy)
 	hostport := fmt.Sprintf("portal.test:%d", port)
 	c.WaitHTTPS(t, hostport)
 	return &gateway{caddy: c, upstream: up, port: port, base: "https://" + hostport, client: c.Client(t)}
+}
+
+// reload gives the running gateway the Caddyfile of o (same port and
+// upstream); it must have been started with admin on.
+func (g *gateway) reload(t *testing.T, o gatewayOptions) {
+	t.Helper()
+	o.admin = true
+	g.caddy.Reload(t, gatewayCaddyfile(g.port, g.upstream.Addr(), o))
 }
 
 // do sends a request; header pairs are "Name: value" strings.

@@ -10,6 +10,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"time"
 )
@@ -23,6 +25,9 @@ var (
 	// ErrUnavailable is wrapped by every error that means the store could not
 	// answer (network, timeout, server error). The handler fails closed on it.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrFull means the store holds as many entries as it may (the memory
+	// store's max_entries): nothing new is added until entries expire.
+	ErrFull = errors.New("store full")
 )
 
 // Token is what a sign-in token stands for until it is redeemed. Its JSON form is
@@ -50,6 +55,29 @@ type Session struct {
 	Claims    map[string]string `json:"claims,omitempty"`
 	CreatedAt time.Time         `json:"createdAt"`
 	ExpiresAt time.Time         `json:"expiresAt"`
+	// CreatedBy is what minted the token the session came from: a
+	// credential id, "signed:<kid>", or empty for a direct token that named
+	// no creator. A session whose creator is no longer configured is refused.
+	CreatedBy string `json:"createdBy,omitempty"`
+}
+
+// Listed is a live session as a listing returns it.
+type Listed struct {
+	// Key is the session's store key (the SHA-256 of its id).
+	Key string
+	Session
+	// IdleUntil is when the session ends unless it is used again (the
+	// store's idle expiry); the absolute limit is Session.ExpiresAt.
+	IdleUntil time.Time
+}
+
+// Revocation is a user's "revoked before" mark: a token of that user issued
+// at or before At, and carrying every one of Claims, is refused at redeem.
+// Claims are the fixed claims of the credential that revoked (its tenant);
+// empty claims reach every token of the user.
+type Revocation struct {
+	Claims map[string]string
+	At     time.Time
 }
 
 // Invalidation tells a session cache what to forget. Exactly one field is set.
@@ -93,9 +121,45 @@ type Store interface {
 	// ErrUnavailable.
 	Ping(ctx context.Context) error
 
+	// Sessions lists the live sessions of userID.
+	Sessions(ctx context.Context, userID string) ([]Listed, error)
+	// SessionByHandle finds the live session whose public handle
+	// (SessionHandle of its key) is handle, or returns ErrNotFound.
+	SessionByHandle(ctx context.Context, handle string) (Listed, error)
+	// EndSessions ends the sessions under keys, all of userID as Sessions or
+	// SessionByHandle listed them, on every instance, and returns how many
+	// of them it ended: sessions that were gone already are not counted.
+	EndSessions(ctx context.Context, userID string, keys []string) (int, error)
+
+	// MarkRevoked records r for userID for at least ttl, keeping the later
+	// time if the same claims were marked before. It never fails with
+	// ErrFull: a revocation must always be recordable.
+	MarkRevoked(ctx context.Context, userID string, r Revocation, ttl time.Duration) error
+	// Revocations returns the live marks of userID (none is not an error).
+	Revocations(ctx context.Context, userID string) ([]Revocation, error)
+
 	// Subscribe calls fn for every invalidation seen by this store, made by
 	// this or any other instance, until cancel is called. fn must not block.
 	Subscribe(fn func(Invalidation)) (cancel func())
+	// EventsCurrent reports whether, at now (unix nanoseconds), this store
+	// has proven recently (within CurrentWithin) that every invalidation
+	// made by any instance has reached its subscribers. A cache must not
+	// serve anything while it reports false. It is called on every
+	// signed-in request, so it must cost no more than an atomic load.
+	EventsCurrent(now int64) bool
+}
+
+// CurrentWithin is how old a store's last proof of receiving every
+// invalidation may be for EventsCurrent to hold.
+const CurrentWithin = 300 * time.Millisecond
+
+// SessionHandle is the public handle of the session under key: the first 22
+// characters (132 bits) of base64url(SHA-256("ssogate-handle:" + key)). It
+// names a session in listings and assertions without revealing the cookie
+// value or its store key.
+func SessionHandle(key string) string {
+	sum := sha256.Sum256([]byte("ssogate-handle:" + key))
+	return base64.RawURLEncoding.EncodeToString(sum[:])[:22]
 }
 
 // Unavailable wraps err so that errors.Is(err, ErrUnavailable) holds, keeping

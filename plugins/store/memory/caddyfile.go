@@ -1,6 +1,8 @@
 package memory
 
 import (
+	"strconv"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -9,6 +11,7 @@ import (
 //
 //	memory {
 //		sweep_interval <duration>
+//		max_entries    <n>
 //	}
 func (m *Memory) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store's name
@@ -27,6 +30,16 @@ func (m *Memory) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("sweep_interval: %q is not a positive duration", s)
 			}
 			m.SweepInterval = caddy.Duration(dur)
+		case "max_entries":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				return d.Errf("max_entries: %q is not a positive number", s)
+			}
+			m.MaxEntries = n
 		default:
 			return d.Errf("unrecognized memory store option %q", d.Val())
 		}

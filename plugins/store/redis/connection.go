@@ -2,10 +2,14 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -20,37 +24,79 @@ import (
 var connections = caddy.NewUsagePool()
 
 // connection is one client and the subscription that turns other instances'
-// logouts and revocations into invalidations.
+// logouts and revocations into invalidations, and proves that it is current.
+//
+// Proof of currency: every heartbeatEvery the connection PUBLISHes the time
+// on a channel of its own (<events>:heartbeat:<random id>), to which its
+// subscription listens besides the events channel. Redis delivers a
+// subscriber's messages in the order it executed the PUBLISHes, so hearing
+// back a heartbeat sent at time t proves that every event published before t
+// has been heard. proven holds the latest such t; the store is current while
+// it is younger than store.CurrentWithin. A link that goes silent (a
+// partition that drops packets without resetting anything) thus stops the
+// caches within that bound, long before the subscription is found lost.
 type connection struct {
 	key     string
 	channel string
+	beat    string // this connection's heartbeat channel
 	client  goredis.UniversalClient
 	subs    store.Subscribers
 	stop    context.CancelFunc
 	done    chan struct{}
+
+	// logger is the one of the config provisioned last, so that a reload
+	// that changes logging takes effect on a kept connection.
+	logger atomic.Pointer[zap.Logger]
+	// proven is the send time (unix nanoseconds) of the last heartbeat
+	// heard back on the subscription.
+	proven atomic.Int64
 
 	mu     sync.Mutex // guards pubsub, which listen replaces when it goes silent
 	pubsub *goredis.PubSub
 }
 
 // connect returns the connection for key (the store's settings), making it with
-// opts when no config has it yet.
+// opts when no config has it yet, and makes logger its logger.
 func connect(key string, opts *goredis.UniversalOptions, channel string, logger *zap.Logger) (*connection, error) {
+	if err := holdRouter(); err != nil {
+		return nil, err
+	}
 	val, _, err := connections.LoadOrNew(key, func() (caddy.Destructor, error) {
+		var id [8]byte
+		if _, err := rand.Read(id[:]); err != nil {
+			return nil, err
+		}
 		ctx, stop := context.WithCancel(context.Background())
-		c := &connection{key: key, channel: channel, client: goredis.NewUniversalClient(opts), stop: stop, done: make(chan struct{})}
-		c.pubsub = c.client.Subscribe(ctx, channel)
-		go c.listen(ctx, logger)
+		c := &connection{
+			key:     key,
+			channel: channel,
+			beat:    channel + ":heartbeat:" + hex.EncodeToString(id[:]),
+			client:  goredis.NewUniversalClient(opts),
+			stop:    stop,
+			done:    make(chan struct{}),
+		}
+		c.logger.Store(logger)
+		c.client.AddHook(clientHook{c})
+		ctx = context.WithValue(ctx, connKey{}, c)
+		c.pubsub = c.client.Subscribe(ctx, c.channel, c.beat)
+		go c.listen(ctx)
+		go c.heartbeat(ctx)
 		return c, nil
 	})
 	if err != nil {
+		_ = releaseRouter()
 		return nil, err
 	}
-	return val.(*connection), nil
+	c := val.(*connection)
+	c.logger.Store(logger)
+	return c, nil
 }
 
 func (c *connection) release() error {
 	_, err := connections.Delete(c.key)
+	if rerr := releaseRouter(); err == nil {
+		err = rerr
+	}
 	return err
 }
 
@@ -58,7 +104,7 @@ func (c *connection) release() error {
 func (c *connection) Destruct() error {
 	c.stop()
 	// Closing the subscription ends a receive that would otherwise wait
-	// out its heartbeat.
+	// out its timeout.
 	c.mu.Lock()
 	_ = c.pubsub.Close()
 	c.mu.Unlock()
@@ -66,53 +112,65 @@ func (c *connection) Destruct() error {
 	return c.client.Close()
 }
 
-// heartbeat is how long the subscription may stay quiet before it is pinged;
-// silentLimit is how many quiet heartbeats in a row, pings unanswered, mean the
-// connection is dead even though no error says so (a partition drops packets
-// without resetting anything).
+// heartbeatEvery is how often the connection proves it is current, well
+// inside store.CurrentWithin so that a late heartbeat or two under load does
+// not turn the caches off; lostAfter is how long without a heartbeat heard
+// back means the subscription is dead even though no error says so (go-redis
+// only reconnects on an error, so a silent connection has to be replaced).
 const (
-	heartbeat   = time.Second
-	silentLimit = 3
+	heartbeatEvery = 100 * time.Millisecond
+	lostAfter      = time.Second
 )
 
-// listen forwards invalidations until ctx ends. Whenever the subscription may
-// have missed messages (it broke, went silent, or was just made again),
-// subscribers are told to forget everything: a cache must never outlive a
-// revocation it did not hear.
-func (c *connection) listen(ctx context.Context, logger *zap.Logger) {
+// heartbeat publishes the time on the heartbeat channel until ctx ends.
+func (c *connection) heartbeat(ctx context.Context) {
+	tick := time.NewTicker(heartbeatEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			// Errors show in the missing proof; the outage itself is
+			// logged by the listener and by the handler's store watch.
+			_ = c.client.Publish(ctx, c.beat, strconv.FormatInt(time.Now().UnixNano(), 10)).Err()
+		}
+	}
+}
+
+// listen forwards invalidations and heartbeats until ctx ends. Whenever the
+// subscription may have missed messages (it broke, went silent, or was just
+// made again), subscribers are told to forget everything: a cache must never
+// outlive a revocation it did not hear.
+func (c *connection) listen(ctx context.Context) {
 	defer close(c.done)
 	c.mu.Lock()
 	ps := c.pubsub
 	c.mu.Unlock()
 	broken := false
-	silent := 0
+	since := time.Now() // the subscription's start, or its last heartbeat
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, heartbeat)
+		msg, err := ps.ReceiveTimeout(ctx, 2*heartbeatEvery)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
+			silent := false
 			var netErr interface{ Timeout() bool }
 			if errors.As(err, &netErr) && netErr.Timeout() {
-				silent++
-				if silent < silentLimit {
-					// Quiet channel: the PONG, or anything, resets silent.
-					if err = ps.Ping(ctx); err == nil {
-						continue
-					}
-				} else {
-					err = fmt.Errorf("no reply to pings for %s", silentLimit*heartbeat)
+				if time.Since(since) < lostAfter {
+					continue
 				}
+				silent = true
+				err = fmt.Errorf("no heartbeat heard back for %s", lostAfter)
 			}
 			if !broken {
-				logger.Warn("session invalidation channel lost; in-memory session caches are flushed until it is back", zap.Error(err))
+				c.logger.Load().Warn("session invalidation channel lost; in-memory session caches are flushed until it is back", zap.Error(err))
 				broken = true
 			}
 			c.subs.Publish(store.Invalidation{All: true})
-			if silent >= silentLimit {
-				// go-redis only reconnects on an error; a silent
-				// connection has to be replaced.
-				ps, silent = c.resubscribe(ctx), 0
+			if silent {
+				ps, since = c.resubscribe(ctx), time.Now()
 			}
 			select {
 			case <-ctx.Done():
@@ -121,16 +179,20 @@ func (c *connection) listen(ctx context.Context, logger *zap.Logger) {
 			}
 			continue
 		}
-		silent = 0
 		switch m := msg.(type) {
 		case *goredis.Subscription:
 			if broken {
-				logger.Info("session invalidation channel back")
+				c.logger.Load().Info("session invalidation channel back")
 				broken = false
 			}
 			c.subs.Publish(store.Invalidation{All: true})
 		case *goredis.Message:
-			if k, ok := strings.CutPrefix(m.Payload, "s:"); ok {
+			if m.Channel == c.beat {
+				if sent, err := strconv.ParseInt(m.Payload, 10, 64); err == nil && sent > c.proven.Load() {
+					c.proven.Store(sent)
+					since = time.Now()
+				}
+			} else if k, ok := strings.CutPrefix(m.Payload, "s:"); ok {
 				c.subs.Publish(store.Invalidation{SessionKey: k})
 			} else if u, ok := strings.CutPrefix(m.Payload, "u:"); ok {
 				c.subs.Publish(store.Invalidation{UserID: u})
@@ -147,7 +209,7 @@ func (c *connection) resubscribe(ctx context.Context) *goredis.PubSub {
 		return c.pubsub // Destruct is closing it
 	}
 	_ = c.pubsub.Close()
-	c.pubsub = c.client.Subscribe(ctx, c.channel)
+	c.pubsub = c.client.Subscribe(ctx, c.channel, c.beat)
 	return c.pubsub
 }
 

@@ -6,8 +6,13 @@
 //	<prefix>tok:<sha256hex(token)>   token JSON, TTL ≤ token_ttl, taken with GETDEL
 //	<prefix>jti:<jti>                "1", until a signed token's exp (SET NX)
 //	<prefix>sess:<sha256hex(id)>     session JSON, TTL = idle expiry (GETEX)
-//	<prefix>user:<sha256hex(userId)> set of session hashes, for revocation
+//	<prefix>user:<sha256hex(userId)> set of session hashes, for listing and revocation,
+//	                                 TTL ≥ the longest-lived session's
+//	<prefix>sid:<handle>             session hash of a public handle (store.SessionHandle)
+//	<prefix>revoked:<sha256hex(userId)> hash: JSON of a tenant's claims → unix ms of its
+//	                                 last revocation ("revoked before" marks), TTL ≥ token_ttl
 //	<prefix>events                   pub/sub channel: "s:<hash>" logout, "u:<userId>" revocation
+//	<prefix>events:heartbeat:<id>    pub/sub channel of one instance's freshness heartbeats
 //
 // Every operation that must be atomic touches a single key (GETDEL, SET NX,
 // GETEX), so the schema works unchanged on Cluster, where multi-key operations
@@ -244,8 +249,11 @@ func (r *Redis) UseOnce(ctx context.Context, id string, ttl time.Duration) (bool
 	return true, nil
 }
 
-// AddSession implements store.Store. The user index is kept as long as the
-// newest session can live; entries of ended sessions are pruned on revocation.
+// AddSession implements store.Store. The user index and the handle are kept
+// as long as the session can live at most; the index's TTL is only ever
+// extended (see extendIndex), so a session created under a shorter
+// session_ttl cannot make the index expire before an older, longer session.
+// Entries of ended sessions are pruned on listing and revocation.
 func (r *Redis) AddSession(ctx context.Context, key string, s store.Session, idle time.Duration) error {
 	val, err := json.Marshal(s)
 	if err != nil {
@@ -260,8 +268,8 @@ func (r *Redis) AddSession(ctx context.Context, key string, s store.Session, idl
 	// slots, and only the session record itself needs to be whole.
 	_, err = r.conn.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		p.Set(ctx, r.key("sess", key), val, idle)
-		p.SAdd(ctx, userKey, key)
-		p.PExpire(ctx, userKey, life)
+		p.Eval(ctx, extendIndex, []string{userKey}, key, life.Milliseconds())
+		p.Set(ctx, r.key("sid", store.SessionHandle(key)), key, life)
 		return nil
 	})
 	if err != nil {
@@ -296,6 +304,7 @@ func (r *Redis) Session(ctx context.Context, key string, idle time.Duration) (st
 func (r *Redis) DeleteSession(ctx context.Context, key string) error {
 	_, err := r.conn.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		p.Del(ctx, r.key("sess", key))
+		p.Del(ctx, r.key("sid", store.SessionHandle(key)))
 		p.Publish(ctx, r.events, "s:"+key)
 		return nil
 	})
@@ -317,6 +326,7 @@ func (r *Redis) RevokeUser(ctx context.Context, userID string) (int, error) {
 	_, err = r.conn.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, m := range members {
 			dels = append(dels, p.Del(ctx, r.key("sess", m)))
+			p.Del(ctx, r.key("sid", store.SessionHandle(m)))
 		}
 		if len(members) > 0 {
 			p.SRem(ctx, userKey, members)

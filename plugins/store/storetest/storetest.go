@@ -20,6 +20,8 @@ import (
 // the test asks for a Peer: then a second handle onto the same data, as a second
 // gateway instance would have.
 func Run(t *testing.T, newStore func(t *testing.T) (s store.Store, peer func() store.Store)) {
+	runSessionAdmin(t, newStore)
+
 	t.Run("TokenRoundTrip", func(t *testing.T) {
 		s, _ := newStore(t)
 		ctx := context.Background()
@@ -127,7 +129,7 @@ func Run(t *testing.T, newStore func(t *testing.T) (s store.Store, peer func() s
 		ctx := context.Background()
 		key := token.Hash(token.New())
 		now := time.Now().UTC().Truncate(time.Second)
-		want := store.Session{UserID: "u1", Claims: map[string]string{"group": "org-a"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		want := store.Session{UserID: "u1", Claims: map[string]string{"group": "org-a"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "emr-org-a"}
 		if err := s.AddSession(ctx, key, want, time.Minute); err != nil {
 			t.Fatalf("AddSession: %v", err)
 		}
@@ -135,7 +137,7 @@ func Run(t *testing.T, newStore func(t *testing.T) (s store.Store, peer func() s
 		if err != nil {
 			t.Fatalf("Session: %v", err)
 		}
-		if !got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) || got.UserID != want.UserID || got.Claims["group"] != "org-a" {
+		if !got.CreatedAt.Equal(want.CreatedAt) || !got.ExpiresAt.Equal(want.ExpiresAt) || got.UserID != want.UserID || got.Claims["group"] != "org-a" || got.CreatedBy != "emr-org-a" {
 			t.Fatalf("Session = %+v, want %+v", got, want)
 		}
 		if err := s.DeleteSession(ctx, key); err != nil {
@@ -266,6 +268,201 @@ func Run(t *testing.T, newStore func(t *testing.T) (s store.Store, peer func() s
 			}
 		}
 	})
+}
+
+// runSessionAdmin is the part of the suite for listing, ending chosen
+// sessions, revocation marks and proof of currency.
+func runSessionAdmin(t *testing.T, newStore func(t *testing.T) (s store.Store, peer func() store.Store)) {
+	live := func(user string, claims map[string]string, by string, life time.Duration) store.Session {
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		return store.Session{UserID: user, Claims: claims, CreatedAt: now, ExpiresAt: now.Add(life), CreatedBy: by}
+	}
+
+	t.Run("ListSessions", func(t *testing.T) {
+		s, peer := newStore(t)
+		ctx := context.Background()
+		a1, a2, b := token.Hash(token.New()), token.Hash(token.New()), token.Hash(token.New())
+		before := time.Now()
+		for k, sess := range map[string]store.Session{
+			a1: live("alice", map[string]string{"group": "org-a"}, "emr-org-a", time.Hour),
+			a2: live("alice", map[string]string{"group": "org-b"}, "signed:k1", time.Hour),
+			b:  live("bob", nil, "", time.Hour),
+		} {
+			if err := s.AddSession(ctx, k, sess, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := peer().Sessions(ctx, "alice")
+		if err != nil {
+			t.Fatalf("Sessions: %v", err)
+		}
+		byKey := map[string]store.Listed{}
+		for _, l := range got {
+			byKey[l.Key] = l
+		}
+		if len(got) != 2 || byKey[a1].Claims["group"] != "org-a" || byKey[a2].CreatedBy != "signed:k1" || byKey[a1].CreatedBy != "emr-org-a" {
+			t.Fatalf("Sessions(alice) = %+v, want a1 (org-a, emr-org-a) and a2 (org-b, signed:k1)", got)
+		}
+		for _, l := range got {
+			if l.IdleUntil.Before(before.Add(time.Minute-time.Second)) || l.IdleUntil.After(time.Now().Add(time.Minute+time.Second)) {
+				t.Fatalf("IdleUntil %v: want about a minute from now", l.IdleUntil)
+			}
+		}
+		if err := s.DeleteSession(ctx, a1); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Sessions(ctx, "alice"); err != nil || len(got) != 1 || got[0].Key != a2 {
+			t.Fatalf("Sessions after a logout = %+v, %v; want a2 alone", got, err)
+		}
+		if got, err := s.Sessions(ctx, "nobody"); err != nil || len(got) != 0 {
+			t.Fatalf("Sessions(nobody) = %+v, %v; want none", got, err)
+		}
+	})
+
+	t.Run("SessionByHandle", func(t *testing.T) {
+		s, peer := newStore(t)
+		ctx := context.Background()
+		k := token.Hash(token.New())
+		if err := s.AddSession(ctx, k, live("carol", nil, "c", time.Hour), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		h := store.SessionHandle(k)
+		if len(h) != 22 || h == k[:22] {
+			t.Fatalf("handle %q: want 22 characters that are not the key's", h)
+		}
+		got, err := peer().SessionByHandle(ctx, h)
+		if err != nil || got.Key != k || got.UserID != "carol" {
+			t.Fatalf("SessionByHandle = %+v, %v; want carol's session", got, err)
+		}
+		if _, err := s.SessionByHandle(ctx, store.SessionHandle(token.Hash("other"))); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("SessionByHandle(unknown) = %v, want ErrNotFound", err)
+		}
+		if err := s.DeleteSession(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SessionByHandle(ctx, h); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("SessionByHandle after logout = %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("EndSessions", func(t *testing.T) {
+		s, peer := newStore(t)
+		ctx := context.Background()
+		end, keep := token.Hash(token.New()), token.Hash(token.New())
+		for _, k := range []string{end, keep} {
+			if err := s.AddSession(ctx, k, live("dave", nil, "", time.Hour), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+		heard := make(chan string, 16)
+		other := peer()
+		cancel := other.Subscribe(func(inv store.Invalidation) {
+			select {
+			case heard <- inv.SessionKey:
+			default:
+			}
+		})
+		defer cancel()
+		waitSubscribed(t, s, other)
+		n, err := s.EndSessions(ctx, "dave", []string{end})
+		if err != nil || n != 1 {
+			t.Fatalf("EndSessions = %d, %v; want 1", n, err)
+		}
+		if _, err := other.Session(ctx, end, 0); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("ended session: %v, want ErrNotFound", err)
+		}
+		if _, err := other.Session(ctx, keep, 0); err != nil {
+			t.Fatalf("the session not named was ended: %v", err)
+		}
+		if n, err := s.EndSessions(ctx, "dave", []string{end}); err != nil || n != 0 {
+			t.Fatalf("EndSessions again = %d, %v; want 0 (counts only what it ended)", n, err)
+		}
+		timeout := time.After(2 * time.Second)
+		for k := ""; k != end; {
+			select {
+			case k = <-heard:
+			case <-timeout:
+				t.Fatal("the peer never heard of the ended session")
+			}
+		}
+	})
+
+	// The user index must outlive every session it lists, also when a
+	// later session is shorter-lived (session_ttl lowered by a reload).
+	t.Run("IndexOutlivesShorterSession", func(t *testing.T) {
+		s, _ := newStore(t)
+		ctx := context.Background()
+		long, short := token.Hash(token.New()), token.Hash(token.New())
+		if err := s.AddSession(ctx, long, live("erin", nil, "", time.Hour), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddSession(ctx, short, live("erin", nil, "", 200*time.Millisecond), 200*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if got, err := s.Sessions(ctx, "erin"); err != nil || len(got) != 1 || got[0].Key != long {
+			t.Fatalf("Sessions after the short one expired = %+v, %v; want the long one", got, err)
+		}
+		if n, err := s.RevokeUser(ctx, "erin"); err != nil || n != 1 {
+			t.Fatalf("RevokeUser = %d, %v; want 1", n, err)
+		}
+		if _, err := s.Session(ctx, long, 0); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("the long session survived its revocation: %v", err)
+		}
+	})
+
+	t.Run("Revocations", func(t *testing.T) {
+		s, peer := newStore(t)
+		ctx := context.Background()
+		t0 := time.Now().UTC().Truncate(time.Millisecond)
+		orgA := map[string]string{"group": "org-a"}
+		for _, r := range []store.Revocation{{Claims: orgA, At: t0}, {Claims: orgA, At: t0.Add(-time.Second)}, {At: t0.Add(time.Second)}} {
+			if err := s.MarkRevoked(ctx, "frank", r, 400*time.Millisecond); err != nil {
+				t.Fatalf("MarkRevoked: %v", err)
+			}
+		}
+		got, err := peer().Revocations(ctx, "frank")
+		if err != nil || len(got) != 2 {
+			t.Fatalf("Revocations = %+v, %v; want one per tenant", got, err)
+		}
+		for _, r := range got {
+			switch {
+			case r.Claims["group"] == "org-a" && len(r.Claims) == 1:
+				if !r.At.Equal(t0) {
+					t.Errorf("org-a mark at %v, want the later %v", r.At, t0)
+				}
+			case len(r.Claims) == 0:
+				if !r.At.Equal(t0.Add(time.Second)) {
+					t.Errorf("mark without claims at %v, want %v", r.At, t0.Add(time.Second))
+				}
+			default:
+				t.Errorf("unexpected mark %+v", r)
+			}
+		}
+		if got, err := s.Revocations(ctx, "grace"); err != nil || len(got) != 0 {
+			t.Fatalf("Revocations(grace) = %+v, %v; want none", got, err)
+		}
+		waitUntil(t, 3*time.Second, func() bool {
+			got, err := s.Revocations(ctx, "frank")
+			return err == nil && len(got) == 0
+		}, "revocation marks never expired")
+	})
+
+	t.Run("EventsCurrent", func(t *testing.T) {
+		s, _ := newStore(t)
+		waitUntil(t, 5*time.Second, func() bool {
+			return s.EventsCurrent(time.Now().UnixNano())
+		}, "the store never proved it hears every invalidation")
+		if s.EventsCurrent(time.Now().Add(time.Hour).UnixNano()) && !alwaysCurrent(s) {
+			t.Fatal("a proof an hour old still counts as current")
+		}
+	})
+}
+
+// alwaysCurrent tells a store whose invalidations are synchronous (one
+// process), for which every moment is current.
+func alwaysCurrent(s store.Store) bool {
+	return s.EventsCurrent(1<<62) && s.EventsCurrent(0)
 }
 
 // waitSubscribed makes sure other's subscription is live before the test acts,
