@@ -54,6 +54,12 @@ func init() {
 //		session_cache            <size> <ttl> | off
 //		redeem_confirm           auto|always|off
 //		mint_rate_limit          <tokens> <window> | off
+//		identity_assertion {
+//			key      <kid> <PEM file>
+//			audience <aud>
+//			header   <name>
+//			ttl      <duration>
+//		}
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var s Handler
@@ -213,6 +219,8 @@ func (s *Handler) unmarshalExtra(d *caddyfile.Dispenser) error {
 		return s.unmarshalConfirm(d)
 	case "mint_rate_limit":
 		return s.unmarshalMintRateLimit(d)
+	case "identity_assertion":
+		return s.unmarshalIdentityAssertion(d)
 	}
 	return d.Errf("unrecognized subdirective %q", d.Val())
 }

@@ -32,7 +32,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "ssogate",
-		Usage: "hash-key|mint|health|version [flags]",
+		Usage: "hash-key|mint|health|version|assertion-key [flags]",
 		Short: "Manages ssogate API keys and mints sign-in links",
 		Long: `
 Tools for the ssogate handler.
@@ -59,6 +59,10 @@ caddy ssogate health --url <gateway> [--path /sso/health] [--ca-cert <pem>]
 caddy ssogate version
     Prints the ssogate version of this binary.
 
+caddy ssogate assertion-key --out <file> [--kid <kid>]
+    Writes a new P-256 private key (PKCS#8 PEM, mode 0600) for
+    identity_assertion and prints the config block that uses it.
+
 mint and health reach localhost and *.localhost names (RFC 6761) on this
 machine's loopback, whatever the system resolver says of them.
 `,
@@ -66,7 +70,7 @@ machine's loopback, whatever the system resolver says of them.
 			cmd.Args = cobra.ArbitraryArgs
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				if len(args) > 0 {
-					return fmt.Errorf("unknown ssogate command %q (want hash-key, mint, health or version)", args[0])
+					return fmt.Errorf("unknown ssogate command %q (want hash-key, mint, health, version or assertion-key)", args[0])
 				}
 				return cmd.Help()
 			}
@@ -97,7 +101,7 @@ machine's loopback, whatever the system resolver says of them.
 			f.Duration("timeout", 10*time.Second, "How long to wait for the gateway")
 			f.Bool("json", false, "Print the whole mint response as JSON instead of the link")
 
-			cmd.AddCommand(hashKey, mint)
+			cmd.AddCommand(hashKey, mint, assertionKeyCommand())
 			cmd.AddCommand(opsCommands()...)
 		},
 	})

@@ -39,6 +39,9 @@ func (h *Handler) serveGated(w http.ResponseWriter, r *http.Request, next caddyh
 		return h.fail(w, r, errNotSignedIn, false)
 	}
 	h.applyIdentity(r, id)
+	if err := h.applyAssertion(r, id); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
 	return next.ServeHTTP(w, r)
 }
 
@@ -125,7 +128,9 @@ func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, e
 		if !time.Now().Before(s.ExpiresAt) {
 			return nil, store.ErrNotFound
 		}
-		return newIdentity(s), nil
+		id := newIdentity(s)
+		id.key = k
+		return id, nil
 	}
 	e, res := h.cache.Get(k, now)
 	countCacheLookup(res)
@@ -150,6 +155,7 @@ func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, e
 		return nil, store.ErrNotFound
 	}
 	id := newIdentity(s)
+	id.key = k
 	h.cache.Put(k, id, now, epoch)
 	return id, nil
 }
@@ -162,6 +168,8 @@ type identity struct {
 	expires int64             // absolute expiry, unix nanoseconds
 	// createdBy is the session's creator, checked by creatorKnown.
 	createdBy string
+	// key is the session's store key.
+	key sessionKey
 	// claimsHeader is the claims header's value, empty without claims.
 	claimsHeader string
 	// placeholders are set on every request; values are boxed once here

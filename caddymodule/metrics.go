@@ -118,7 +118,7 @@ func (h *Handler) registerMetrics(reg *prometheus.Registry) error {
 		return nil // a context made outside a config load (tests)
 	}
 	for _, c := range append([]prometheus.Collector{tokensMinted, redemptions, sessionsCreated, revocations, storeErrors, redeemDuration,
-		storeUp, apiAuthFailures, sessionCacheHits, sessionCacheMisses, buildInfo}, limitCollectors()...) {
+		storeUp, apiAuthFailures, sessionCacheHits, sessionCacheMisses, buildInfo, assertionsSigned}, limitCollectors()...) {
 		if err := reg.Register(c); err != nil {
 			// Several ssogate handlers in one config share the
 			// collectors; anything else by those names is a conflict.

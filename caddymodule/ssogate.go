@@ -46,6 +46,7 @@ func init() {
 //	DELETE /sso/sessions/{handle}                        end one session (in scope)
 //	POST   /sso/logout                                   end this browser's session
 //	GET    /sso/health                                   is the store reachable? (for load balancers)
+//	GET    /sso/jwks.json                                public keys of identity_assertion
 //
 // Every other request needs a valid session cookie, except the skip paths. The
 // identity headers (X-Forwarded-User, X-Forwarded-Claims by default) are always
@@ -168,6 +169,9 @@ type Handler struct {
 	// How many tokens each credential may mint; a credential's own
 	// mint_rate_limit overrides it. Default: none.
 	MintRateLimit *MintRateLimit `json:"mint_rate_limit,omitempty"`
+	// A signed JWT of the user's identity on every signed-in request, and
+	// its public keys at <api_prefix>/jwks.json. Default: none.
+	IdentityAssertion *IdentityAssertion `json:"identity_assertion,omitempty"`
 
 	store     store.Store
 	logger    *zap.Logger
@@ -268,7 +272,7 @@ func (h *Handler) setDefaults() {
 // prepare turns the configuration into what requests use, refusing what
 // cannot work; it opens no connection.
 func (h *Handler) prepare() error {
-	h.owned = reqclean.New(h.UserHeader, h.ClaimsHeader)
+	h.owned = reqclean.New(h.UserHeader, h.ClaimsHeader, h.assertionHeader())
 	h.policy = redirect.Policy{Hosts: h.RedirectHosts}
 	var err error
 	if h.PublicURL != "" {
@@ -292,6 +296,9 @@ func (h *Handler) prepare() error {
 	}
 	if err := h.provisionEmbed(); err != nil {
 		return fmt.Errorf("embed_from: %w", err)
+	}
+	if err := h.provisionAssertion(); err != nil {
+		return err
 	}
 	if len(h.SigningKeys) > 0 {
 		secrets := make(map[string][]byte, len(h.SigningKeys))
@@ -400,6 +407,10 @@ func (h *Handler) apiRoute(r *http.Request) func(http.ResponseWriter, *http.Requ
 		return h.serveLogout
 	case "health":
 		return h.serveHealth
+	case "jwks.json":
+		if h.IdentityAssertion != nil {
+			return h.serveJWKS
+		}
 	}
 	return nil
 }
