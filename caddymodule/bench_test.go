@@ -90,6 +90,7 @@ func BenchmarkGate(b *testing.B) {
 		{"cached", &Handler{}},
 		{"uncached", &Handler{SessionCache: &SessionCache{Disabled: true}}},
 		{"cached_embed", &Handler{EmbedFrom: []string{"https://emr.test"}}},
+		{"cached_assertion", &Handler{IdentityAssertion: &IdentityAssertion{Keys: []*AssertionKey{{ID: "k", File: assertionKeyFile(b)}}}}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			h := benchHandler(b, tc.h)
