@@ -79,9 +79,14 @@ func run(caddyBin, config, dataDir string, p ports, check bool) error {
 		return fmt.Errorf("writing the demo's API key: %w", err)
 	}
 
+	assertionKey, err := demoAssertionKey(ctx, caddyBin, absData)
+	if err != nil {
+		return err
+	}
 	caddy := exec.CommandContext(ctx, caddyBin, "run", "--config", config, "--adapter", "caddyfile")
 	caddy.Env = append(os.Environ(),
 		"DEMO_KEY_SHA256="+hex.EncodeToString(sum[:]),
+		"DEMO_ASSERTION_KEY="+assertionKey,
 		"DEMO_PORTAL_PORT="+strconv.Itoa(p.portal),
 		"DEMO_EMR_PORT="+strconv.Itoa(p.emr),
 		"DEMO_PORTAL_UPSTREAM_PORT="+strconv.Itoa(p.portalUpstream),
@@ -94,7 +99,8 @@ func run(caddyBin, config, dataDir string, p ports, check bool) error {
 	// The emr app needs the client, which needs Caddy's CA: hand it over
 	// once Caddy is up.
 	api := &client.Client{BaseURL: portalURL, APIKey: key}
-	for port, h := range map[int]http.Handler{p.portalUpstream: portal(), p.emrUpstream: emr(api)} {
+	verifier := newAssertionVerifier(portalURL)
+	for port, h := range map[int]http.Handler{p.portalUpstream: portal(verifier), p.emrUpstream: emr(api)} {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -114,6 +120,7 @@ func run(caddyBin, config, dataDir string, p ports, check bool) error {
 		_ = caddy.Wait()
 	}()
 	api.HTTPClient = httpClient
+	verifier.client.Store(httpClient)
 
 	signIn := emrURL + "/open"
 	if check {
@@ -220,6 +227,26 @@ func signInOnce(ctx context.Context, c *http.Client, link string) error {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `<strong id="user">dr.jones</strong>`) {
 		return fmt.Errorf("the sign-in link ended at %s with %s, not the portal signed in as dr.jones", resp.Request.URL.Redacted(), resp.Status)
 	}
-	fmt.Println("demo check passed: the sign-in link minted, redeemed, and the portal saw dr.jones")
+	if !strings.Contains(string(body), `<span id="verified">verified</span>`) {
+		return fmt.Errorf("the portal could not verify the gateway's identity assertion:\n%s", body)
+	}
+	fmt.Println("demo check passed: the sign-in link minted, redeemed, and the portal saw dr.jones, verified")
 	return nil
+}
+
+// demoAssertionKey returns the identity_assertion key file in dataDir, made
+// with `caddy ssogate assertion-key` on the first run.
+func demoAssertionKey(ctx context.Context, caddyBin, dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "assertion-key.pem")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, caddyBin, "ssogate", "assertion-key", "--out", path, "--kid", "demo").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("caddy ssogate assertion-key (build caddy with `go build -o caddy ./cmd/caddy`): %v\n%s", err, out)
+	}
+	return path, nil
 }
