@@ -5,7 +5,8 @@
 // In one run, on this machine and loopback only, it starts redis-server, a
 // fixed upstream (1 KiB body), Caddy with a plain reverse_proxy, and Caddy
 // with ssogate (store redis) in front of the same upstream, once with the
-// session cache and once with `session_cache off`, then measures:
+// session cache, once with `session_cache off` and once with
+// identity_assertion (a signed JWT on every request), then measures:
 //
 //   - signed-in requests/s and p50/p99 latency of each, in alternating rounds
 //     (medians), with its own HTTP/1.1 keep-alive load generator;
@@ -45,6 +46,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ssogate/ssogate/integration/harness"
+	"github.com/ssogate/ssogate/internal/assertion"
 	"github.com/ssogate/ssogate/internal/token"
 	"github.com/ssogate/ssogate/plugins/store"
 	"github.com/ssogate/ssogate/plugins/store/memory"
@@ -111,7 +113,7 @@ func run(t *benchTB, o options, root string) string {
 	began := time.Now()
 	r := &report{opts: o, date: began.UTC().Format("2006-01-02 15:04 MST"), loadBefore: loadAverage()}
 
-	log.Print("starting redis-server, the upstream and three Caddy instances")
+	log.Print("starting redis-server, a replica, the upstream and five Caddy instances")
 	rds := harness.StartRedis(t, "--repl-diskless-sync-delay", "0")
 	// A replica, for the redeems that wait for its acknowledgement.
 	host, port, _ := strings.Cut(rds.Addr(), ":")
@@ -128,7 +130,8 @@ func run(t *benchTB, o options, root string) string {
 	// Every redeem waits for the replica (WAIT 1 250 after taking), as
 	// Sentinel and Cluster deployments do by default.
 	confirmed := startCaddy(t, "ssogate, consume_replicas 1", gatedSite(rds.URL()+" {\n\t\t\tconsume_replicas 1\n\t\t}", keyHash, up, ""), 401)
-	targets := []target{plain, gated, uncached}
+	asserted := startCaddy(t, "ssogate + identity_assertion", gatedSite(rds.URL(), keyHash, up, assertionConfig(t)), 401)
+	targets := []target{plain, gated, uncached, asserted}
 
 	log.Printf("signing in %d browsers", o.conns)
 	cookies := make([]string, o.conns)
@@ -155,6 +158,7 @@ func run(t *benchTB, o options, root string) string {
 	}
 
 	waitWarmCache(t, rds, gated, reqs[gated.name])
+	waitWarmCache(t, rds, asserted, reqs[asserted.name])
 
 	log.Printf("throughput: %d rounds of %s per configuration, alternating", o.rounds, o.duration)
 	r.throughput = map[string][]round{}
@@ -176,7 +180,7 @@ func run(t *benchTB, o options, root string) string {
 			log.Printf("  round %d %-34s %8.0f req/s  p50 %s  p99 %s", rn+1, tg.name, res.rate(), ms(res.percentile(50)), ms(res.percentile(99)))
 		}
 	}
-	r.targets = []string{plain.name, gated.name, uncached.name}
+	r.targets = []string{plain.name, gated.name, uncached.name, asserted.name}
 
 	log.Printf("redeem: %d/s for %s, open loop", o.redeemRate, o.redeemFor)
 	n := o.redeemRate * int(o.redeemFor/time.Millisecond) / 1000
@@ -512,3 +516,13 @@ func cpuModel() string {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+// assertionConfig is the identity_assertion block of the gateway that signs
+// identities, with a fresh key file.
+func assertionConfig(t *benchTB) string {
+	pemBytes, _, err := assertion.NewKeyPEM()
+	t.check(err, "assertion key")
+	path := filepath.Join(t.TempDir(), "assertion.pem")
+	t.check(os.WriteFile(path, pemBytes, 0o600), "assertion key file")
+	return "identity_assertion {\n\t\t\tkey bench " + path + "\n\t\t}"
+}
