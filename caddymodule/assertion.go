@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -206,7 +207,7 @@ func (h *Handler) serveJWKS(w http.ResponseWriter, r *http.Request) error {
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(jwksMaxAge/time.Second)))
 	hdr.Set("X-Content-Type-Options", "nosniff")
-	hdr.Set("Content-Length", fmt.Sprint(len(body)))
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return nil

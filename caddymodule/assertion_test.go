@@ -328,3 +328,21 @@ func signedCount(t *testing.T) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// Without the session cache, the gate's store path carries the session's
+// key to the assertion too.
+func TestAssertionWithoutSessionCache(t *testing.T) {
+	h := apiHandler(t, &Handler{
+		SessionCache:      &SessionCache{Disabled: true},
+		IdentityAssertion: &IdentityAssertion{Keys: []*AssertionKey{{ID: "k", File: assertionKeyFile(t)}}},
+	})
+	c := signedIn(t, h.Handler, "uncached-assert-user", nil)
+	tok := h.upstream(t, c).Header.Get("X-Ssogate-Assertion")
+	std, extra := verifyAssertion(t, tok, fetchJWKS(t, h), "https://portal.test", "https://portal.test")
+	if std.Subject != "uncached-assert-user" || extra.SID != sessionHandle(keyOf(c.Value).Hex()) {
+		t.Errorf("assertion says %+v %+v", std, extra)
+	}
+	if again := h.upstream(t, c).Header.Get("X-Ssogate-Assertion"); again != tok {
+		t.Error("without the session cache, assertions are not reused")
+	}
+}
