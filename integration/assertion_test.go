@@ -160,6 +160,16 @@ func TestIdentityAssertion(t *testing.T) {
 		if strings.Contains(tok, cookie.Value) {
 			t.Error("the assertion holds the session id")
 		}
+		// sid is the handle the sessions API lists the session by.
+		r := a.do(t, http.MethodGet, "/sso/sessions?userId=asserted", nil, "", "Authorization: Bearer "+scaleKey)
+		var listed struct {
+			Sessions []struct {
+				ID string `json:"id"`
+			} `json:"sessions"`
+		}
+		if err := json.Unmarshal([]byte(r.body), &listed); err != nil || len(listed.Sessions) != 1 || listed.Sessions[0].ID != id.sid {
+			t.Errorf("GET /sso/sessions: %d %s; want the one session listed as sid %s", r.status, r.body, id.sid)
+		}
 		// Reused: more requests of the session cost no signature.
 		for range 10 {
 			a.whoami(t, cookie)
