@@ -167,7 +167,7 @@ func StartCaddy(t testing.TB, caddyfile string, opt CaddyOptions) *Caddy {
 		"CADDY_ADMIN="+addr(c.adminPort),
 	)
 	c.env = append(c.env, opt.Env...)
-	writeFile(t, c.configPath, caddyfile)
+	writeFile(t, c.configPath, withoutStorageClean(caddyfile))
 
 	c.proc = startProcess(t, "caddy", c.logPath, c.env, c.bin, "run", "--config", c.configPath, "--adapter", "caddyfile")
 	t.Cleanup(c.Stop)
@@ -188,6 +188,22 @@ func checkCaddyfile(t testing.TB, caddyfile string) {
 		t.Fatal("harness: the Caddyfile must set the global option skip_install_trust, " +
 			"or Caddy installs its test CA into this machine's trust store")
 	}
+}
+
+// withoutStorageClean turns off Caddy's storage cleaner in the global options
+// block (which checkCaddyfile makes sure exists). On a fresh data directory the
+// cleaner's first pass, at start, can delete the folder of a certificate being
+// issued at that moment ("deleting site folder because key is empty"), so that
+// the issuance fails and is retried only a minute later.
+func withoutStorageClean(caddyfile string) string {
+	if strings.Contains(caddyfile, "storage_clean_interval") {
+		return caddyfile
+	}
+	trimmed := strings.TrimLeft(caddyfile, " \t\r\n")
+	if !strings.HasPrefix(trimmed, "{") {
+		return caddyfile
+	}
+	return "{\n\tstorage_clean_interval off" + trimmed[1:]
 }
 
 // DataDir is the directory Caddy keeps its storage in; pass it as
@@ -227,7 +243,7 @@ func (c *Caddy) Kill() { c.proc.kill() }
 func (c *Caddy) Reload(t testing.TB, caddyfile string) {
 	t.Helper()
 	checkCaddyfile(t, caddyfile)
-	writeFile(t, c.configPath, caddyfile)
+	writeFile(t, c.configPath, withoutStorageClean(caddyfile))
 	ctx, cancel := context.WithTimeout(context.Background(), caddyStartTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.bin, "reload", "--config", c.configPath, "--adapter", "caddyfile",
