@@ -1,0 +1,147 @@
+package integration
+
+import (
+	"net/http"
+	"slices"
+	"testing"
+)
+
+// SPEC "Proxying": skip paths are proxied without a session only when the
+// path the upstream receives means the same thing to any server. Dot
+// segments, ";" path parameters, backslashes, encoded ".", "/", "\" or "%"
+// and overlong encodings are never skipped: Tomcat/Spring, IIS and
+// double-decoding servers resolve "/assets/..;/secret" and its kin to
+// "/secret".
+
+// skipPathCase is one request target (sent byte for byte) under
+// `skip /assets/* /health`.
+type skipPathCase struct {
+	target string
+	// skipped: 200 without a session and no identity headers. Otherwise
+	// gated: 401 without a session and the upstream receives nothing.
+	skipped bool
+	// upstream is the request target the upstream receives (signed in, or
+	// skipped). Default: target, unchanged.
+	upstream string
+}
+
+var skipPathCases = []skipPathCase{
+	// Plain paths under the skip patterns.
+	{target: "/assets/app.js", skipped: true},
+	{target: "/assets/css/site.css", skipped: true},
+	{target: "/health", skipped: true},
+	{target: "/assets/app.js?v=1", skipped: true},
+	{target: "/assets/img/logo.png?next=../../secret", skipped: true},
+
+	// The findings.
+	{target: "/assets/..;/secret"},
+	{target: "/assets/..%5Csecret"},
+	{target: "/assets/%2e%2e/secret"},
+	{target: "/assets/%252e%252e/secret"},
+	{target: "/assets/.;/../secret"},
+	{target: "/assets/%c0%ae%c0%ae/secret"},
+
+	// ";" path parameters.
+	{target: "/assets/app.js;jsessionid=x"},
+	{target: "/assets/..;jsessionid=x/secret"},
+	{target: "/assets/x/..;/..;/secret"},
+	{target: "/assets/%2e%2e;/secret"},
+	{target: "/health;x=1"},
+	{target: "/health/..;/secret"},
+	{target: "/assets;/app.js"},
+
+	// Encoded dots, in either case, single and double encoded.
+	{target: "/assets/%2E%2E/secret"},
+	{target: "/assets/%2e./secret"},
+	{target: "/assets/.%2E/secret"},
+	{target: "/assets/%2e/app.js"},
+	{target: "/assets/app%2ejs"},
+	{target: "/assets/%252E%252E/secret"},
+
+	// Encoded slashes and backslashes, and encoded percent signs.
+	{target: "/assets/..%2fsecret"},
+	{target: "/assets/..%2Fsecret"},
+	{target: "/assets/%2e%2e%2fsecret"},
+	{target: "/assets/..%5csecret"},
+	{target: "/assets/%2e%2e%5csecret"},
+	{target: "/health%2f..%2fsecret"},
+	{target: "/assets/..%252fsecret"},
+	{target: "/assets/..%255csecret"},
+	{target: "/assets/%25/x"},
+
+	// Overlong UTF-8 dots, slashes and backslashes.
+	{target: "/assets/%C0%AE%C0%AE/secret"},
+	{target: "/assets/%e0%80%ae%e0%80%ae/secret"},
+	{target: "/assets/..%c0%afsecret"},
+	{target: "/assets/..%c1%9csecret"},
+
+	// Dot segments and doubled slashes, as sent.
+	{target: "/assets/../secret"},
+	{target: "/assets/x/../../secret"},
+	{target: "/assets/./app.js"},
+	{target: "/./health"},
+	{target: "/assets//../secret"},
+	{target: "/assets//app.js"},
+	{target: "//health"},
+
+	// Raw backslashes; Go's proxy sends them encoded.
+	{target: `/assets/..\secret`, upstream: "/assets/..%5Csecret"},
+	{target: `/assets\..\secret`, upstream: "/assets%5C..%5Csecret"},
+
+	// Case variants of the findings.
+	{target: "/ASSETS/..;/secret"},
+	{target: "/Assets/%2e%2e/secret"},
+}
+
+// TestSkipPathVariants sends every variant without a session and with one,
+// and records what the upstream receives.
+func TestSkipPathVariants(t *testing.T) {
+	g := startGateway(t, gatewayOptions{extra: `skip /assets/* /health`})
+	c := g.signIn(t, "skip-user")
+	spoofed := []string{"X-Forwarded-User: admin", "X-Forwarded-Claims: group=org-b"}
+
+	for _, tc := range skipPathCases {
+		upstream := tc.upstream
+		if upstream == "" {
+			upstream = tc.target
+		}
+
+		g.upstream.Reset()
+		resp, body := g.raw(t, g.rawGET(tc.target, nil, spoofed...))
+		reqs := g.upstream.Requests()
+		if tc.skipped {
+			switch {
+			case resp.StatusCode != http.StatusOK || len(reqs) != 1:
+				t.Errorf("%s (skip path), no session: %s, upstream got %d requests, want 200 and 1: %.120q", tc.target, resp.Status, len(reqs), body)
+			case reqs[0].RequestURI != upstream:
+				t.Errorf("%s (skip path), no session: the upstream received %q, want %q", tc.target, reqs[0].RequestURI, upstream)
+			case reqs[0].Header.Values("X-Forwarded-User") != nil || reqs[0].Header.Values("X-Forwarded-Claims") != nil:
+				t.Errorf("%s (skip path), no session: the upstream received identity %q %q, want none", tc.target,
+					reqs[0].Header.Values("X-Forwarded-User"), reqs[0].Header.Values("X-Forwarded-Claims"))
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s (gated), no session: %s, want 401: %.120q", tc.target, resp.Status, body)
+		}
+		if len(reqs) != 0 {
+			t.Errorf("%s (gated), no session: the upstream received %q as %q %q", tc.target, reqs[0].RequestURI,
+				reqs[0].Header.Values("X-Forwarded-User"), reqs[0].Header.Values("X-Forwarded-Claims"))
+		}
+
+		// Signed in, the path is proxied as sent, with the session's identity.
+		g.upstream.Reset()
+		resp, body = g.raw(t, g.rawGET(tc.target, c, spoofed...))
+		reqs = g.upstream.Requests()
+		switch {
+		case resp.StatusCode != http.StatusOK || len(reqs) != 1:
+			t.Errorf("%s (gated), signed in: %s, upstream got %d requests, want 200 and 1: %.120q", tc.target, resp.Status, len(reqs), body)
+		case reqs[0].RequestURI != upstream:
+			t.Errorf("%s (gated), signed in: the upstream received %q, want %q", tc.target, reqs[0].RequestURI, upstream)
+		case !slices.Equal(reqs[0].Header.Values("X-Forwarded-User"), []string{"skip-user"}) ||
+			!slices.Equal(reqs[0].Header.Values("X-Forwarded-Claims"), []string{"group=org-a"}):
+			t.Errorf("%s (gated), signed in: the upstream received identity %q %q", tc.target,
+				reqs[0].Header.Values("X-Forwarded-User"), reqs[0].Header.Values("X-Forwarded-Claims"))
+		}
+	}
+}
