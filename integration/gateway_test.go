@@ -56,6 +56,8 @@ type gatewayOptions struct {
 	// the upstream at the given host:port. Default: a reverse_proxy to it
 	// with header_up lines for Caddy's placeholders.
 	site func(upstream string) string
+	// upstream is the portal. Default: harness.StartUpstream.
+	upstream *harness.Upstream
 }
 
 // gatewayCaddyfile is SPEC's minimal Caddyfile, parameterised.
@@ -114,7 +116,10 @@ func defaultSite(upstream string) string {
 
 func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	t.Helper()
-	up := harness.StartUpstream(t)
+	up := o.upstream
+	if up == nil {
+		up = harness.StartUpstream(t)
+	}
 	port := o.port
 	if port == 0 {
 		port = harness.FreePort(t)

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ssogate/ssogate/integration/harness"
 )
 
 // SPEC "Proxying": the ssogate directive orders itself ahead of every handler
@@ -39,9 +41,11 @@ type shapeProbe struct {
 }
 
 type siteShape struct {
-	name   string
-	site   func(upstream, root string) string
-	probes []shapeProbe
+	name string
+	site func(upstream, root string) string
+	// fastcgi: the upstream speaks FastCGI, as PHP-FPM does.
+	fastcgi bool
+	probes  []shapeProbe
 }
 
 var siteShapes = []siteShape{
@@ -109,6 +113,17 @@ var siteShapes = []siteShape{
 			header: map[string]string{"X-Portal-User": shapeUser, "X-Portal-Group": "org-a", "X-Real-Ip": "127.0.0.1"}}},
 	},
 	{
+		// php_fastcgi rewrites to index.php (try_files) and proxies over
+		// FastCGI; REQUEST_URI keeps the path as sent.
+		name:    "php_fastcgi",
+		fastcgi: true,
+		site: func(up, root string) string {
+			return `	root * ` + root + `
+	php_fastcgi ` + up
+		},
+		probes: []shapeProbe{{path: "/index.php", upstream: "/index.php"}, {path: "/patients/1", upstream: "/patients/1"}},
+	},
+	{
 		name: "rewrite",
 		site: func(up, _ string) string {
 			return `	rewrite /legacy /portal/home
@@ -165,13 +180,22 @@ var siteShapes = []siteShape{
 // itself.
 func TestSiteShapes(t *testing.T) {
 	root := t.TempDir()
-	if err := os.WriteFile(filepath.Join(root, "secret.txt"), []byte(shapeSecret+"\n"), 0o644); err != nil {
-		t.Fatal(err)
+	for name, content := range map[string]string{"secret.txt": shapeSecret + "\n", "index.php": "<?php echo 'index'; ?>\n"} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	spoofed := []string{"X-Forwarded-User: admin", "X-Forwarded-Claims: group=org-b", "Accept: application/json"}
+	// The underscore forms become the same CGI variable (HTTP_X_FORWARDED_USER)
+	// for a FastCGI upstream.
+	spoofed := []string{"X-Forwarded-User: admin", "X-Forwarded-Claims: group=org-b",
+		"X-Forwarded_User: admin", "X-Forwarded_Claims: group=org-b", "Accept: application/json"}
 	for _, shape := range siteShapes {
 		t.Run(shape.name, func(t *testing.T) {
-			g := startGateway(t, gatewayOptions{site: func(up string) string { return shape.site(up, root) }})
+			o := gatewayOptions{site: func(up string) string { return shape.site(up, root) }}
+			if shape.fastcgi {
+				o.upstream = harness.StartFastCGIUpstream(t)
+			}
+			g := startGateway(t, o)
 
 			for _, p := range shape.probes {
 				g.upstream.Reset()

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"net"
 	"net/http"
+	"net/http/fcgi"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -67,7 +69,8 @@ type Recorded struct {
 // carries one UpgradeReply line. Every request is recorded with its raw
 // request target and, the body read, its trailers.
 type Upstream struct {
-	srv *httptest.Server
+	srv  *httptest.Server
+	fcgi net.Listener // the FastCGI listener of StartFastCGIUpstream, else nil
 
 	mu       sync.Mutex
 	requests []Recorded
@@ -83,11 +86,43 @@ func StartUpstream(t testing.TB) *Upstream {
 	return u
 }
 
-// Addr is the upstream's host:port, for `reverse_proxy <addr>`.
-func (u *Upstream) Addr() string { return u.srv.Listener.Addr().String() }
+// StartFastCGIUpstream is StartUpstream speaking FastCGI, as PHP-FPM does,
+// for `php_fastcgi <addr>` sites (net/http/fcgi; the request headers are
+// rebuilt from the HTTP_* parameters Caddy sends). It has no URL.
+func StartFastCGIUpstream(t testing.TB) *Upstream {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("harness: FastCGI upstream: %v", err)
+	}
+	u := &Upstream{xfo: DefaultUpstreamXFO, csp: DefaultUpstreamCSP, fcgi: l}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = fcgi.Serve(l, http.HandlerFunc(u.serve))
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	return u
+}
 
-// URL is the upstream's base URL, http://127.0.0.1:P.
-func (u *Upstream) URL() string { return u.srv.URL }
+// Addr is the upstream's host:port, for `reverse_proxy <addr>`.
+func (u *Upstream) Addr() string {
+	if u.fcgi != nil {
+		return u.fcgi.Addr().String()
+	}
+	return u.srv.Listener.Addr().String()
+}
+
+// URL is the upstream's base URL, http://127.0.0.1:P; empty for FastCGI.
+func (u *Upstream) URL() string {
+	if u.srv == nil {
+		return ""
+	}
+	return u.srv.URL
+}
 
 // SetFrameHeaders sets the X-Frame-Options and Content-Security-Policy values
 // of later responses; an empty value leaves that header out.
