@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
@@ -344,5 +345,122 @@ func TestHopByHopWebSocket(t *testing.T) {
 	}
 	if n := len(g.upstream.Requests()); n != 0 {
 		t.Errorf("upgrade without a session: the upstream received %d requests", n)
+	}
+}
+
+// TestHopByHopRandomized sends 150 hand-written HTTP/1.1 requests mixing, at
+// random from a fixed seed, spoofed identity headers (any case, "_" for
+// "-"), their names as Connection tokens (one header or several), and
+// identity trailers (declared or not): the upstream's view of the identity
+// is always exactly what the gateway set, signed in or on a skip path.
+func TestHopByHopRandomized(t *testing.T) {
+	g, c := hopGateway(t)
+	rng := rand.New(rand.NewPCG(10, 2026))
+	names := []string{"X-Forwarded-User", "X-Forwarded-Claims"}
+	spell := func(name string) string {
+		b := []byte(name)
+		for i := range b {
+			switch {
+			case b[i] == '-' && rng.IntN(4) == 0:
+				b[i] = '_'
+			case rng.IntN(2) == 0:
+				b[i] = byte(strings.ToUpper(string(b[i]))[0])
+			default:
+				b[i] = byte(strings.ToLower(string(b[i]))[0])
+			}
+		}
+		return string(b)
+	}
+	firstFailed := -1
+	for i := range 150 {
+		if t.Failed() && firstFailed < 0 {
+			firstFailed = i - 1
+		}
+		if firstFailed >= 0 && i-firstFailed > 8 {
+			t.Fatalf("stopped at request %d, 8 requests after the first failing one (%d)", i, firstFailed)
+		}
+		signedIn := rng.IntN(3) != 0
+		path := "/records"
+		if !signedIn {
+			path = "/health"
+		}
+		var head, tr []string
+		for _, n := range names {
+			if rng.IntN(2) == 0 {
+				head = append(head, spell(n)+": "+[]string{"admin", "group=org-b", ""}[rng.IntN(3)])
+			}
+		}
+		var tokens []string
+		for _, n := range names {
+			if rng.IntN(3) != 0 {
+				tokens = append(tokens, spell(n))
+			}
+		}
+		tokens = append(tokens, []string{"close", "keep-alive", "Upgrade-Insecure", "te"}[rng.IntN(4)])
+		rng.Shuffle(len(tokens), func(a, b int) { tokens[a], tokens[b] = tokens[b], tokens[a] })
+		if rng.IntN(2) == 0 {
+			head = append(head, "Connection: "+strings.Join(tokens, ", "))
+		} else {
+			for _, tok := range tokens {
+				head = append(head, "Connection: "+tok)
+			}
+		}
+		chunked := rng.IntN(2) == 0
+		if chunked {
+			for _, n := range names {
+				if rng.IntN(3) != 0 {
+					tr = append(tr, spell(n)+": admin")
+				}
+			}
+			if len(tr) > 0 && rng.IntN(2) == 0 {
+				head = append(head, "Trailer: "+strings.Join(names, ", "))
+			}
+		}
+
+		var b strings.Builder
+		method := "GET"
+		if chunked {
+			method = "POST"
+		}
+		fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: portal.test:%d\r\nAccept: application/json\r\n", method, path, g.port)
+		if signedIn {
+			fmt.Fprintf(&b, "Cookie: %s=%s\r\n", c.Name, c.Value)
+		}
+		for _, h := range head {
+			b.WriteString(h + "\r\n")
+		}
+		if chunked {
+			b.WriteString("Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n")
+			for _, h := range tr {
+				b.WriteString(h + "\r\n")
+			}
+		}
+		b.WriteString("\r\n")
+
+		g.upstream.Reset()
+		resp, body := g.raw(t, b.String())
+		what := fmt.Sprintf("request %d %q", i, b.String())
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %s %.120q, want 200", what, resp.Status, body)
+			continue
+		}
+		if signedIn {
+			wantIdentity(t, what, g.upstream.Requests(), []string{hopUser}, []string{"group=org-a"})
+		} else {
+			wantIdentity(t, what, g.upstream.Requests(), nil, nil)
+		}
+		for _, r := range g.upstream.Requests() {
+			for k := range r.Header {
+				if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "X-Forwarded-User") && k != "X-Forwarded-User" ||
+					strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "X-Forwarded-Claims") && k != "X-Forwarded-Claims" {
+					t.Errorf("%s: the upstream received %s: %q", what, k, r.Header[k])
+				}
+			}
+			for k := range r.Trailer {
+				if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "X-Forwarded-User") || strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "X-Forwarded-Claims") {
+					t.Errorf("%s: the upstream received trailer %s: %q", what, k, r.Trailer[k])
+				}
+			}
+		}
 	}
 }
