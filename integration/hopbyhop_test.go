@@ -83,19 +83,25 @@ func TestHopByHopConnectionTokens(t *testing.T) {
 	}
 }
 
-// chunkedPOST is a chunked POST with the trailers X-Forwarded-User: admin
-// and X-Forwarded-Claims: group=org-b, declared with a Trailer header or not.
-func chunkedPOST(g *gateway, path string, c *http.Cookie, declared bool) string {
+// trailerDeclarations are the Trailer headers the trailer tests send:
+// naming the identity headers, none, and naming another trailer only (a
+// server that reads every trailer once one is declared takes the rest too).
+var trailerDeclarations = []string{"X-Forwarded-User, X-Forwarded-Claims", "", "X-Checksum"}
+
+// chunkedPOST is a chunked POST with the trailers X-Forwarded-User: admin,
+// X-Forwarded-Claims: group=org-b and X-Checksum: 1, with the Trailer
+// header declared if not empty.
+func chunkedPOST(g *gateway, path string, c *http.Cookie, declared string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: portal.test:%d\r\nAccept: application/json\r\nContent-Type: text/plain\r\n", path, g.port)
 	if c != nil {
 		fmt.Fprintf(&b, "Cookie: %s=%s\r\n", c.Name, c.Value)
 	}
-	if declared {
-		b.WriteString("Trailer: X-Forwarded-User, X-Forwarded-Claims\r\n")
+	if declared != "" {
+		b.WriteString("Trailer: " + declared + "\r\n")
 	}
 	b.WriteString("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-	b.WriteString("5\r\nhello\r\n0\r\nX-Forwarded-User: admin\r\nX-Forwarded-Claims: group=org-b\r\n\r\n")
+	b.WriteString("5\r\nhello\r\n0\r\nX-Forwarded-User: admin\r\nX-Forwarded-Claims: group=org-b\r\nX-Checksum: 1\r\n\r\n")
 	return b.String()
 }
 
@@ -113,8 +119,8 @@ func TestHopByHopTrailers(t *testing.T) {
 		{"signed in", "/records", c, []string{hopUser}, []string{"group=org-a"}},
 		{"skip path, no session", "/health", nil, nil, nil},
 	} {
-		for _, declared := range []bool{true, false} {
-			what := fmt.Sprintf("HTTP/1.1 %s, trailers declared %v", tc.what, declared)
+		for _, declared := range trailerDeclarations {
+			what := fmt.Sprintf("HTTP/1.1 %s, Trailer: %q", tc.what, declared)
 			g.upstream.Reset()
 			resp, body := g.raw(t, chunkedPOST(g, tc.path, tc.cookie, declared))
 			if resp.StatusCode != http.StatusOK {
@@ -124,7 +130,7 @@ func TestHopByHopTrailers(t *testing.T) {
 			wantIdentity(t, what, g.upstream.Requests(), tc.user, tc.claims)
 		}
 	}
-	if resp, _ := g.raw(t, chunkedPOST(g, "/records", nil, true)); resp.StatusCode != http.StatusUnauthorized {
+	if resp, _ := g.raw(t, chunkedPOST(g, "/records", nil, trailerDeclarations[0])); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("chunked POST with identity trailers, no session: %s, want 401", resp.Status)
 	}
 }
@@ -239,6 +245,7 @@ func TestHopByHopHTTP2(t *testing.T) {
 	cookie := hpack.HeaderField{Name: "cookie", Value: c.Name + "=" + c.Value}
 	accept := hpack.HeaderField{Name: "accept", Value: "application/json"}
 	spoofed := []hpack.HeaderField{{Name: "x-forwarded-user", Value: "admin"}, {Name: "x-forwarded-claims", Value: "group=org-b"}}
+	spoofedTrailers := append(slices.Clone(spoofed), hpack.HeaderField{Name: "x-checksum", Value: "1"})
 	gate := []string{hopUser}
 	claims := []string{"group=org-a"}
 
@@ -259,14 +266,14 @@ func TestHopByHopHTTP2(t *testing.T) {
 		{"signed in", "/records", []hpack.HeaderField{cookie, accept}, gate, claims},
 		{"skip path, no session", "/health", []hpack.HeaderField{accept}, nil, nil},
 	} {
-		for _, declared := range []bool{true, false} {
-			what := fmt.Sprintf("h2 %s, trailers declared %v", tc.what, declared)
+		for _, declared := range trailerDeclarations {
+			what := fmt.Sprintf("h2 %s, trailer: %q", tc.what, declared)
 			fields := tc.fields
-			if declared {
-				fields = append(slices.Clone(fields), hpack.HeaderField{Name: "trailer", Value: "X-Forwarded-User, X-Forwarded-Claims"})
+			if declared != "" {
+				fields = append(slices.Clone(fields), hpack.HeaderField{Name: "trailer", Value: declared})
 			}
 			g.upstream.Reset()
-			a := g.h2(t, http.MethodPost, tc.path, fields, spoofed, "hello")
+			a := g.h2(t, http.MethodPost, tc.path, fields, spoofedTrailers, "hello")
 			if a.status != http.StatusOK {
 				t.Errorf("%s: %+v, want 200", what, a)
 				continue

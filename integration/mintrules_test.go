@@ -90,7 +90,9 @@ func TestMintRules(t *testing.T) {
 		t.Logf("request_claims id is refused at load: %s", tail(idRefusedAtLoad, 200))
 		claims = "role"
 	}
-	g := startGateway(t, gatewayOptions{store: store, extra: rulesCredential(claims)})
+	// With an access log: Caddy logs {http.auth.user.id} as its user_id.
+	g := startGateway(t, gatewayOptions{store: store, extra: rulesCredential(claims),
+		site: func(up string) string { return defaultSite(up) + "\n\tlog" }})
 
 	t.Run("StrictJSON", func(t *testing.T) {
 		for _, tc := range []struct{ body, field string }{
@@ -159,6 +161,9 @@ func TestMintRules(t *testing.T) {
 			if got := r.Header.Get("X-Auth-Id"); got != "claim-user" {
 				t.Errorf("claim id overwrote {http.auth.user.id}: the upstream received X-Auth-Id %q, want claim-user", got)
 			}
+		}
+		if strings.Contains(g.caddy.Logs(), `"user_id":"admin"`) {
+			t.Errorf(`claim id overwrote the access log's user: "user_id":"admin" in the log`)
 		}
 	})
 
