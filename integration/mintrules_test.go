@@ -81,7 +81,8 @@ func TestMintRules(t *testing.T) {
 	// A credential listing `id` in request_claims may be refused when the
 	// config loads (naming it); if it loads, minting with claim id is refused.
 	idConfig := gatewayCaddyfile(harness.FreePort(t), "127.0.0.1:9", gatewayOptions{store: store, extra: rulesCredential("id role")})
-	idRefusedAtLoad := caddyValidate(t, idConfig)
+	// caddy validate prints the error JSON-escaped.
+	idRefusedAtLoad := strings.ReplaceAll(caddyValidate(t, idConfig), `\"`, `"`)
 	claims := "id role"
 	if idRefusedAtLoad != "" {
 		if !strings.Contains(idRefusedAtLoad, `"id"`) && !strings.Contains(idRefusedAtLoad, " id ") {
