@@ -23,6 +23,9 @@ type skipPathCase struct {
 	// upstream is the request target the upstream receives (signed in, or
 	// skipped). Default: target, unchanged.
 	upstream string
+	// status without a session when gated. Default: 401. A 400 is Go's
+	// server refusing the request line before any handler runs.
+	status int
 }
 
 var skipPathCases = []skipPathCase{
@@ -88,9 +91,23 @@ var skipPathCases = []skipPathCase{
 	{target: `/assets/..\secret`, upstream: "/assets/..%5Csecret"},
 	{target: `/assets\..\secret`, upstream: "/assets%5C..%5Csecret"},
 
-	// Case variants of the findings.
+	// Case variants of the findings, and of the patterns: a case-sensitive
+	// upstream may route /ASSETS/ to the application, not the files.
 	{target: "/ASSETS/..;/secret"},
 	{target: "/Assets/%2e%2e/secret"},
+	{target: "/ASSETS/app.js"},
+	{target: "/Health"},
+
+	// Odd request targets: a "#" (not a fragment in a request line), an
+	// absolute URI, NUL, IIS %u escapes (refused by Go's server), and
+	// dots only in the query (skipped: the path is plain).
+	{target: "/assets/app.js#/../../secret", upstream: "/assets/app.js%23/../../secret"},
+	{target: "https://portal.test/assets/..;/secret", upstream: "/assets/..;/secret"},
+	{target: "/assets/%00/x"},
+	{target: "/assets/%u002e%u002e/secret", status: http.StatusBadRequest},
+	{target: "/health/"},
+	{target: "/assets/app.js?/../../secret", skipped: true},
+	{target: "/health?x", skipped: true},
 }
 
 // TestSkipPathVariants sends every variant without a session and with one,
@@ -121,12 +138,20 @@ func TestSkipPathVariants(t *testing.T) {
 			}
 			continue
 		}
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Errorf("%s (gated), no session: %s, want 401: %.120q", tc.target, resp.Status, body)
+		status := tc.status
+		if status == 0 {
+			status = http.StatusUnauthorized
+		}
+		if resp.StatusCode != status {
+			t.Errorf("%s (gated), no session: %s, want %d: %.120q", tc.target, resp.Status, status, body)
 		}
 		if len(reqs) != 0 {
 			t.Errorf("%s (gated), no session: the upstream received %q as %q %q", tc.target, reqs[0].RequestURI,
 				reqs[0].Header.Values("X-Forwarded-User"), reqs[0].Header.Values("X-Forwarded-Claims"))
+		}
+
+		if status == http.StatusBadRequest {
+			continue
 		}
 
 		// Signed in, the path is proxied as sent, with the session's identity.
@@ -142,6 +167,34 @@ func TestSkipPathVariants(t *testing.T) {
 			!slices.Equal(reqs[0].Header.Values("X-Forwarded-Claims"), []string{"group=org-a"}):
 			t.Errorf("%s (gated), signed in: the upstream received identity %q %q", tc.target,
 				reqs[0].Header.Values("X-Forwarded-User"), reqs[0].Header.Values("X-Forwarded-Claims"))
+		}
+	}
+}
+
+// TestSkipPathUnicodeLookalikes: characters that Unicode compatibility
+// normalization (NFKC, as applied by some frameworks and by Windows "best
+// fit" mappings) turns into "." — FULLWIDTH FULL STOP U+FF0E, ONE DOT LEADER
+// U+2024, TWO DOT LEADER U+2025 — make "/assets/．．/secret" mean
+// "/secret" to such a server; SPEC's "means the same thing to any server"
+// gates them like encoded dots.
+func TestSkipPathUnicodeLookalikes(t *testing.T) {
+	g := startGateway(t, gatewayOptions{extra: `skip /assets/*`})
+	for _, target := range []string{
+		"/assets/%EF%BC%8E%EF%BC%8E/secret",
+		"/assets/%ef%bc%8e%ef%bc%8e/secret",
+		"/assets/%E2%80%A4%E2%80%A4/secret",
+		"/assets/%E2%80%A5/secret",
+		"/assets/\u2025/secret",
+		"/assets/..%EF%BC%8Fsecret", // FULLWIDTH SOLIDUS
+		"/assets/..%EF%BC%BCsecret", // FULLWIDTH REVERSE SOLIDUS
+	} {
+		g.upstream.Reset()
+		resp, body := g.raw(t, g.rawGET(target, nil, "X-Forwarded-User: admin"))
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s, no session: %s, want 401: %.80q", target, resp.Status, body)
+		}
+		if reqs := g.upstream.Requests(); len(reqs) != 0 {
+			t.Errorf("%s, no session: the upstream received %q", target, reqs[0].RequestURI)
 		}
 	}
 }
