@@ -37,20 +37,27 @@ func hopGateway(t *testing.T) (*gateway, *http.Cookie) {
 }
 
 // wantIdentity fails unless the only request the upstream received carries
-// exactly user and claims (nil: none) as headers, and neither as trailers.
+// exactly user and claims (nil: none) as the default identity headers, and
+// neither as trailers.
 func wantIdentity(t *testing.T, what string, reqs []harness.Recorded, user, claims []string) {
+	t.Helper()
+	wantIdentityAs(t, what, reqs, "X-Forwarded-User", "X-Forwarded-Claims", user, claims)
+}
+
+// wantIdentityAs is wantIdentity for the header names userName, claimsName.
+func wantIdentityAs(t *testing.T, what string, reqs []harness.Recorded, userName, claimsName string, user, claims []string) {
 	t.Helper()
 	if len(reqs) != 1 {
 		t.Errorf("%s: the upstream received %d requests, want 1", what, len(reqs))
 		return
 	}
 	r := reqs[0]
-	if u, c := r.Header.Values("X-Forwarded-User"), r.Header.Values("X-Forwarded-Claims"); !slices.Equal(u, user) || !slices.Equal(c, claims) {
-		t.Errorf("%s: the upstream received X-Forwarded-User %q, X-Forwarded-Claims %q; want %q, %q (Connection %q)",
-			what, u, c, user, claims, r.Header.Values("Connection"))
+	if u, c := r.Header.Values(userName), r.Header.Values(claimsName); !slices.Equal(u, user) || !slices.Equal(c, claims) {
+		t.Errorf("%s: the upstream received %s %q, %s %q; want %q, %q (Connection %q)",
+			what, userName, u, claimsName, c, user, claims, r.Header.Values("Connection"))
 	}
-	if u, c := r.Trailer.Values("X-Forwarded-User"), r.Trailer.Values("X-Forwarded-Claims"); u != nil || c != nil {
-		t.Errorf("%s: the upstream received trailers X-Forwarded-User %q, X-Forwarded-Claims %q; want none", what, u, c)
+	if u, c := r.Trailer.Values(userName), r.Trailer.Values(claimsName); u != nil || c != nil {
+		t.Errorf("%s: the upstream received trailers %s %q, %s %q; want none", what, userName, u, claimsName, c)
 	}
 }
 
@@ -469,5 +476,37 @@ func TestHopByHopRandomized(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestHopByHopCustomHeaderNames: with user_header and claims_header set,
+// those names are the ones cleaned from headers, Connection and trailers.
+func TestHopByHopCustomHeaderNames(t *testing.T) {
+	g := startGateway(t, gatewayOptions{extra: "skip /health\n\t\tuser_header X-Portal-User\n\t\tclaims_header X-Portal-Claims"})
+	c := g.signIn(t, hopUser)
+	for _, tc := range []struct {
+		what, path   string
+		cookie       *http.Cookie
+		user, claims []string
+	}{
+		{"signed in", "/records", c, []string{hopUser}, []string{"group=org-a"}},
+		{"skip path, no session", "/health", nil, nil, nil},
+	} {
+		var b strings.Builder
+		fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: portal.test:%d\r\nAccept: application/json\r\n", tc.path, g.port)
+		if tc.cookie != nil {
+			fmt.Fprintf(&b, "Cookie: %s=%s\r\n", tc.cookie.Name, tc.cookie.Value)
+		}
+		b.WriteString("X-Portal-User: admin\r\nX-Portal_Claims: group=org-b\r\nConnection: close, x-portal-claims, X-PORTAL-USER\r\n" +
+			"Trailer: X-Checksum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n" +
+			"X-Portal-User: admin\r\nX-Portal-Claims: group=org-b\r\nX-Checksum: 1\r\n\r\n")
+		g.upstream.Reset()
+		resp, body := g.raw(t, b.String())
+		what := "custom header names, " + tc.what
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %s %.120q, want 200", what, resp.Status, body)
+			continue
+		}
+		wantIdentityAs(t, what, g.upstream.Requests(), "X-Portal-User", "X-Portal-Claims", tc.user, tc.claims)
 	}
 }
