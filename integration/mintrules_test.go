@@ -216,3 +216,47 @@ func TestMintRules(t *testing.T) {
 		}
 	})
 }
+
+// TestMintRulesLoneSurrogates: a JSON escape of half a UTF-16 surrogate pair
+// is no character at all. Go's decoder turns it into U+FFFD, JavaScript and
+// Python keep it, so the minting app and the gateway would disagree about
+// who the token is for: refused like invalid UTF-8 (400 at the API, 403 at
+// redeem for direct and signed tokens).
+func TestMintRulesLoneSurrogates(t *testing.T) {
+	rds := harness.StartRedis(t)
+	g := startGateway(t, gatewayOptions{store: "store redis " + rds.URL(), extra: rulesCredential("role")})
+	for _, id := range []string{`a\ud800b`, `a\udc00`, `\udbff`} {
+		if status, body := mintAnswer(t, g, orgAKey, `{"userId":"`+id+`"}`); status != http.StatusBadRequest {
+			t.Errorf("mint userId %q: %d %.160s, want 400", id, status, body)
+		}
+		if status, body := mintAnswer(t, g, partnerKey, `{"userId":"ok-user","claims":{"role":"`+id+`"}}`); status != http.StatusBadRequest {
+			t.Errorf("mint claim value %q: %d %.160s, want 400", id, status, body)
+		}
+		tok := mintRandom()
+		if err := rds.Client().SetNX(context.Background(), "ssogate:tok:"+keyHash(tok), `{"userId":"`+id+`"}`, 30*time.Second).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if status, _ := rulesRedeem(t, g, "/redirect/"+tok); status != http.StatusForbidden {
+			t.Errorf("direct token for %q: %d at redeem, want 403", id, status)
+		}
+		signed := mintSignJSON(rulesSecret, fmt.Appendf(nil, `{"kid":"k2","exp":%d,"jti":%q,"sub":"%s"}`, time.Now().Add(20*time.Second).Unix(), mintRandom(), id))
+		if status, _ := rulesRedeem(t, g, "/redirect/"+signed); status != http.StatusForbidden {
+			t.Errorf("signed token for %q: %d at redeem, want 403", id, status)
+		}
+	}
+}
+
+// TestMintRulesDefaultIgnorables: characters Unicode marks
+// Default_Ignorable_Code_Point render as nothing, like the zero-width space
+// SPEC names, though their category is not Cf: the combining grapheme
+// joiner, variation selectors, the Mongolian free variation selector and
+// the Hangul fillers. "alias\u034f-user" looks like "alias-user" and escapes
+// its revocation.
+func TestMintRulesDefaultIgnorables(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	for _, id := range []string{`alias\u034f-user`, `alias\ufe0f-user`, `alias\u180b-user`, `alias\u3164-user`, `alias\uffa0-user`, `\u115falias`} {
+		if status, body := mintAnswer(t, g, orgAKey, `{"userId":"`+id+`"}`); status != http.StatusBadRequest {
+			t.Errorf("mint userId %q: %d %.160s, want 400", id, status, body)
+		}
+	}
+}
