@@ -102,6 +102,28 @@ func TestCookiesManySessionCookies(t *testing.T) {
 		}
 	}
 
+	// 50 cookies, each on its own Cookie line.
+	lines := strings.ReplaceAll("Cookie: "+manyCookies(t, 50, c), "; ", "\r\nCookie: ")
+	stats := cookieCommands(t, rds, func() { g.raw(t, g.rawGET("/records", nil, lines)) })
+	if got := total(stats); got > 2 {
+		t.Errorf("50 Cookie lines: %d Redis commands %v, want at most 2", got, stats)
+	}
+
+	// The two a browser may really hold (a partitioned and an unpartitioned
+	// cookie), the stale one first: the session works, and logout ends it.
+	two := manyCookies(t, 2, c)
+	resp, body := g.raw(t, g.rawGET("/records", nil, "Cookie: "+two))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"user":"cookie-user"`) {
+		t.Errorf("a stale session cookie, then the live one: %s %.120q, want 200 as cookie-user", resp.Status, body)
+	}
+	if resp, _ := g.raw(t, "POST /sso/logout HTTP/1.1\r\nHost: "+strings.TrimPrefix(g.base, "https://")+
+		"\r\nContent-Length: 0\r\nCookie: "+two+"\r\nConnection: close\r\n\r\n"); resp.StatusCode != http.StatusOK {
+		t.Errorf("logout with a stale session cookie, then the live one: %s", resp.Status)
+	}
+	if resp, _ := g.raw(t, g.rawGET("/records", c)); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("after logout with a stale cookie first, the session still answers %s, want 401", resp.Status)
+	}
+
 	for _, n := range []int{50, 260} {
 		victim := g.signIn(t, "cookie-user")
 		header := manyCookies(t, n, victim)
