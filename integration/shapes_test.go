@@ -99,6 +99,16 @@ var siteShapes = []siteShape{
 		probes: []shapeProbe{{path: "/secret.txt", body: shapeSecret}},
 	},
 	{
+		// templates sees the request the gate let through.
+		name: "templates and file_server",
+		site: func(_, root string) string {
+			return `	root * ` + root + `
+	templates
+	file_server`
+		},
+		probes: []shapeProbe{{path: "/whoami.html", body: "user=" + shapeUser + " claims=group=org-a id=" + shapeUser}},
+	},
+	{
 		name: "php_fastcgi-style reverse_proxy with header_up",
 		site: func(up, _ string) string {
 			return `	reverse_proxy ` + up + ` {
@@ -180,7 +190,8 @@ var siteShapes = []siteShape{
 // itself.
 func TestSiteShapes(t *testing.T) {
 	root := t.TempDir()
-	for name, content := range map[string]string{"secret.txt": shapeSecret + "\n", "index.php": "<?php echo 'index'; ?>\n"} {
+	for name, content := range map[string]string{"secret.txt": shapeSecret + "\n", "index.php": "<?php echo 'index'; ?>\n",
+		"whoami.html": `user={{.Req.Header.Get "X-Forwarded-User"}} claims={{.Req.Header.Get "X-Forwarded-Claims"}} id={{placeholder "http.auth.user.id"}}` + "\n"} {
 		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +223,7 @@ func TestSiteShapes(t *testing.T) {
 					t.Errorf("no session, GET %s: the upstream received %d request(s), first %s as %q/%q",
 						p.path, len(reqs), reqs[0].RequestURI, reqs[0].Header.Values("X-Forwarded-User"), reqs[0].Header.Values("X-Forwarded-Claims"))
 				}
-				if strings.Contains(string(b), shapeSecret) || strings.Contains(string(b), "hello") || strings.Contains(string(b), "root of the site") {
+				if strings.Contains(string(b), shapeSecret) || strings.Contains(string(b), "hello") || strings.Contains(string(b), "root of the site") || strings.Contains(string(b), "user=") {
 					t.Errorf("no session, GET %s: the site answered: %.200q", p.path, b)
 				}
 			}
