@@ -3,6 +3,7 @@ package integration
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -195,6 +196,48 @@ func TestSkipPathUnicodeLookalikes(t *testing.T) {
 		}
 		if reqs := g.upstream.Requests(); len(reqs) != 0 {
 			t.Errorf("%s, no session: the upstream received %q", target, reqs[0].RequestURI)
+		}
+	}
+}
+
+// TestSkipPathPlaceholdersEmpty: on a skip path without a session there is
+// no user, so a site's `header_up X-Auth-Id {http.auth.user.id}` must not
+// hand the upstream the placeholder's own text as if it were a user id (a
+// portal that trusts a non-empty X-Auth-Id would sign in
+// "{http.auth.user.id}"). Likewise a claim the session does not have. The
+// kit's default site has those header_up lines.
+func TestSkipPathPlaceholdersEmpty(t *testing.T) {
+	g := startGateway(t, gatewayOptions{extra: `skip /health`})
+	g.upstream.Reset()
+	resp, body := g.raw(t, g.rawGET("/health", nil, "X-Forwarded-User: admin"))
+	reqs := g.upstream.Requests()
+	if resp.StatusCode != http.StatusOK || len(reqs) != 1 {
+		t.Fatalf("skip path: %s, upstream got %d requests: %.120q", resp.Status, len(reqs), body)
+	}
+	for _, name := range []string{"X-Auth-Id", "X-Auth-Group"} {
+		for _, v := range reqs[0].Header.Values(name) {
+			if strings.Contains(v, "{http.auth.") {
+				t.Errorf("skip path, no session: the upstream received %s: %q, the placeholder's text", name, v)
+			}
+		}
+	}
+
+	// clinic-7 mints for hcp-7 with no claims: no group.
+	m := g.mint(t, clinicKey, `{}`)
+	code, c := rulesRedeem(t, g, m.URL)
+	if code != http.StatusFound || c == nil {
+		t.Fatalf("redeem clinic-7 token: %d", code)
+	}
+	g.upstream.Reset()
+	readUpstream(t, g.do(t, http.MethodGet, "/records", "", c))
+	for _, r := range g.upstream.Requests() {
+		if v := r.Header.Get("X-Auth-Id"); v != "hcp-7" {
+			t.Errorf("clinic-7 session: the upstream received X-Auth-Id %q, want hcp-7", v)
+		}
+		for _, v := range r.Header.Values("X-Auth-Group") {
+			if strings.Contains(v, "{http.auth.") {
+				t.Errorf("session without a group claim: the upstream received X-Auth-Group: %q, the placeholder's text", v)
+			}
 		}
 	}
 }
