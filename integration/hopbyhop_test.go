@@ -574,3 +574,29 @@ func TestHopByHopHTTP3(t *testing.T) {
 		}
 	}
 }
+
+// TestHopByHopHeaderNamesRefusedAtLoad: user_header and claims_header name
+// headers the gateway sets for the upstream, so a name that cannot reach the
+// upstream exactly as set is a configuration error, refused by `caddy
+// validate`: hop-by-hop headers (reverse_proxy drops them), the
+// X-Forwarded-* headers reverse_proxy writes itself, headers that frame or
+// route the request (the cleaner would remove the client's own), one name
+// for both, and names that are no HTTP token at all.
+func TestHopByHopHeaderNamesRefusedAtLoad(t *testing.T) {
+	valid := "user_header X-Portal-User\n\t\tclaims_header X-Portal-Claims"
+	if out := caddyValidate(t, gatewayCaddyfile(harness.FreePort(t), "127.0.0.1:9", gatewayOptions{extra: valid})); out != "" {
+		t.Fatalf("custom header names refused: %s", tail(out, 300))
+	}
+	for _, extra := range []string{
+		"user_header Connection", "user_header Keep-Alive", "user_header Proxy-Connection", "user_header Te",
+		"claims_header Trailer", "claims_header Transfer-Encoding", "user_header Upgrade",
+		"user_header X-Forwarded-For", "claims_header X-Forwarded-Proto", "user_header X-Forwarded-Host",
+		"user_header Host", "user_header Cookie", "user_header Content-Length", "user_header Authorization",
+		"user_header X-Forwarded-Claims", "claims_header x-forwarded-user",
+		`user_header "X Portal User"`, `user_header X-Portal:User`,
+	} {
+		if out := caddyValidate(t, gatewayCaddyfile(harness.FreePort(t), "127.0.0.1:9", gatewayOptions{extra: extra})); out == "" {
+			t.Errorf("%s: caddy validate says the configuration is valid, want it refused", extra)
+		}
+	}
+}
