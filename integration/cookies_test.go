@@ -38,6 +38,7 @@ func cookieCommands(t *testing.T, rds *harness.Redis, send func()) map[string]in
 	return stats
 }
 
+// total sums the calls of the commands named, or of all without names.
 func total(stats map[string]int64, names ...string) int64 {
 	var n int64
 	for name, calls := range stats {

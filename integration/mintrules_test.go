@@ -74,6 +74,8 @@ func mintAnswer(t *testing.T, g *gateway, key, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// TestMintRules: the rules of SPEC "Minting" at the API, for direct Redis
+// tokens and for signed tokens, on one gateway with a Redis store.
 func TestMintRules(t *testing.T) {
 	rds := harness.StartRedis(t)
 	store := "store redis " + rds.URL()
