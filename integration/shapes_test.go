@@ -38,6 +38,8 @@ type shapeProbe struct {
 	header map[string]string
 	// anon are the statuses allowed without a session. Default: 401.
 	anon []int
+	// anonBody is a substring of the body without a session, if not empty.
+	anonBody string
 }
 
 type siteShape struct {
@@ -45,7 +47,9 @@ type siteShape struct {
 	site func(upstream, root string) string
 	// fastcgi: the upstream speaks FastCGI, as PHP-FPM does.
 	fastcgi bool
-	probes  []shapeProbe
+	// extra are more ssogate subdirectives.
+	extra  string
+	probes []shapeProbe
 }
 
 var siteShapes = []siteShape{
@@ -183,6 +187,23 @@ var siteShapes = []siteShape{
 			{path: "/missing.txt", status: http.StatusNotFound, body: "branded error page 404"},
 		},
 	},
+	{
+		// With error_pages caddy, the gate's own 401 reaches handle_errors.
+		name:  "handle_errors with error_pages caddy",
+		extra: "error_pages caddy",
+		site: func(up, _ string) string {
+			return `	handle /api/* {
+		reverse_proxy ` + up + `
+	}
+	handle_errors {
+		respond "branded error page {err.status_code}"
+	}`
+		},
+		probes: []shapeProbe{
+			{path: "/api/records", upstream: "/api/records", anonBody: "branded error page 401"},
+			{path: "/elsewhere", status: http.StatusOK},
+		},
+	},
 }
 
 // TestSiteShapes: for each shape, no session gets 401 and nothing serves;
@@ -202,7 +223,7 @@ func TestSiteShapes(t *testing.T) {
 		"X-Forwarded_User: admin", "X-Forwarded_Claims: group=org-b", "Accept: application/json"}
 	for _, shape := range siteShapes {
 		t.Run(shape.name, func(t *testing.T) {
-			o := gatewayOptions{site: func(up string) string { return shape.site(up, root) }}
+			o := gatewayOptions{extra: shape.extra, site: func(up string) string { return shape.site(up, root) }}
 			if shape.fastcgi {
 				o.upstream = harness.StartFastCGIUpstream(t)
 			}
@@ -218,6 +239,9 @@ func TestSiteShapes(t *testing.T) {
 				}
 				if !slices.Contains(anon, resp.StatusCode) {
 					t.Errorf("no session, GET %s: %s %.200q, want %v", p.path, resp.Status, b, anon)
+				}
+				if p.anonBody != "" && !strings.Contains(string(b), p.anonBody) {
+					t.Errorf("no session, GET %s: body %.200q, want it to contain %q", p.path, b, p.anonBody)
 				}
 				if reqs := g.upstream.Requests(); len(reqs) != 0 {
 					t.Errorf("no session, GET %s: the upstream received %d request(s), first %s as %q/%q",
