@@ -1,14 +1,18 @@
 package integration
 
 import (
+	"bufio"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ssogate/ssogate/integration/harness"
 )
@@ -48,6 +52,12 @@ type gatewayOptions struct {
 	admin bool
 	// caddy shapes the process, e.g. a shared DataDir for a second instance.
 	caddy harness.CaddyOptions
+	// site, if set, gives the site's handlers after the ssogate block, for
+	// the upstream at the given host:port. Default: a reverse_proxy to it
+	// with header_up lines for Caddy's placeholders.
+	site func(upstream string) string
+	// upstream is the portal. Default: harness.StartUpstream.
+	upstream *harness.Upstream
 }
 
 // gatewayCaddyfile is SPEC's minimal Caddyfile, parameterised.
@@ -61,6 +71,10 @@ func gatewayCaddyfile(port int, upstream string, o gatewayOptions) string {
 	admin := "admin off"
 	if o.admin {
 		admin = ""
+	}
+	site := o.site
+	if site == nil {
+		site = defaultSite
 	}
 	return fmt.Sprintf(`{
 	%s
@@ -86,18 +100,26 @@ https://portal.test:%d {
 		%s
 		%s
 	}
-	reverse_proxy %s {
+%s
+}
+`, admin, o.global, port, o.store, keyHash(orgAKey), keyHash(clinicKey), o.rateLimit, o.extra, site(upstream))
+}
+
+// defaultSite is the site body of gatewayCaddyfile without gatewayOptions.site.
+func defaultSite(upstream string) string {
+	return `	reverse_proxy ` + upstream + ` {
 		# Caddy's placeholders, as a portal that wants other header names would use them.
 		header_up X-Auth-Id {http.auth.user.id}
 		header_up X-Auth-Group {http.auth.user.group}
-	}
-}
-`, admin, o.global, port, o.store, keyHash(orgAKey), keyHash(clinicKey), o.rateLimit, o.extra, upstream)
+	}`
 }
 
 func startGateway(t *testing.T, o gatewayOptions) *gateway {
 	t.Helper()
-	up := harness.StartUpstream(t)
+	up := o.upstream
+	if up == nil {
+		up = harness.StartUpstream(t)
+	}
 	port := o.port
 	if port == 0 {
 		port = harness.FreePort(t)
@@ -206,4 +228,70 @@ func readUpstream(t *testing.T, resp *http.Response) upstreamSaw {
 		t.Fatalf("upstream answer %s: %v", b, err)
 	}
 	return s
+}
+
+// rawTimeout bounds one hand-written exchange with the gateway.
+const rawTimeout = 10 * time.Second
+
+// dialTLS opens a TLS connection to the gateway (127.0.0.1, SNI portal.test)
+// offering only the ALPN protocol proto ("http/1.1" or "h2"), for requests
+// the Go client would not send as written. It is closed at cleanup.
+func (g *gateway) dialTLS(t *testing.T, proto string) *tls.Conn {
+	t.Helper()
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", g.port), &tls.Config{
+		ServerName: "portal.test",
+		RootCAs:    g.caddy.RootCAs(t),
+		NextProtos: []string{proto},
+	})
+	if err != nil {
+		t.Fatalf("dial the gateway: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if got := conn.ConnectionState().NegotiatedProtocol; got != proto && !(proto == "http/1.1" && got == "") {
+		t.Fatalf("ALPN: the gateway chose %q, want %q", got, proto)
+	}
+	_ = conn.SetDeadline(time.Now().Add(rawTimeout))
+	return conn
+}
+
+// raw sends one hand-written HTTP/1.1 request, byte for byte as given, on a
+// fresh TLS connection and returns the response with its body read.
+func (g *gateway) raw(t *testing.T, request string) (*http.Response, string) {
+	t.Helper()
+	conn := g.dialTLS(t, "http/1.1")
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatalf("write request: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response to %q: %v", firstLine(request), err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("read body of the answer to %q: %v", firstLine(request), err)
+	}
+	return resp, string(b)
+}
+
+// rawGET is a hand-written GET of target (sent as is) on host portal.test,
+// with the session cookie if c is not nil and more header lines.
+func (g *gateway) rawGET(target string, c *http.Cookie, headers ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: portal.test:%d\r\nAccept: application/json\r\n", target, g.port)
+	if c != nil {
+		fmt.Fprintf(&b, "Cookie: %s=%s\r\n", c.Name, c.Value)
+	}
+	for _, h := range headers {
+		b.WriteString(h + "\r\n")
+	}
+	b.WriteString("Connection: close\r\n\r\n")
+	return b.String()
+}
+
+// firstLine is a request's request line, for messages.
+func firstLine(request string) string {
+	l, _, _ := strings.Cut(request, "\r\n")
+	return l
 }

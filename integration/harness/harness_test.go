@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -373,4 +374,37 @@ func (f *fatalRecorder) Fatal(args ...any) {
 func (f *fatalRecorder) Fatalf(format string, args ...any) {
 	f.msg = fmt.Sprintf(format, args...)
 	runtime.Goexit()
+}
+
+func TestUpstreamRecordsTrailersAndUpgrades(t *testing.T) {
+	up := StartUpstream(t)
+	conn, err := net.Dial("tcp", up.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "POST /a/..;/b?q=1 HTTP/1.1\r\nHost: x\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"2\r\nhi\r\n0\r\nX-T: v\r\n\r\n"+
+		"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Seen: yes\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("upgrade: %s %v", resp.Status, resp.Header)
+	}
+	var reply UpgradeReply
+	if err := json.NewDecoder(br).Decode(&reply); err != nil || reply.Header.Get("X-Seen") != "yes" {
+		t.Fatalf("upgrade reply %+v: %v", reply, err)
+	}
+	reqs := up.Requests()
+	if len(reqs) != 2 || reqs[0].RequestURI != "/a/..;/b?q=1" || reqs[0].Trailer.Get("X-T") != "v" || reqs[1].Path != "/ws" {
+		t.Fatalf("recorded %+v", reqs)
+	}
 }
