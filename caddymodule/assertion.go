@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -112,7 +111,7 @@ func (h *Handler) provisionAssertion() error {
 		return nil
 	}
 	h.assertionHeader()
-	if !validHeaderName(a.Header) {
+	if !isToken(a.Header) {
 		return fmt.Errorf("identity_assertion: header %q is not a valid header name", a.Header)
 	}
 	if reqclean.New(h.UserHeader, h.ClaimsHeader).Owns(a.Header) {
@@ -216,19 +215,6 @@ func (h *Handler) serveJWKS(w http.ResponseWriter, r *http.Request) error {
 	return err
 }
 
-// validHeaderName tells whether name is an RFC 9110 token.
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
 
 // unmarshalIdentityAssertion parses
 //

@@ -348,7 +348,7 @@ func (h *Handler) Validate() error {
 		return errors.New("session_idle and session_ttl must be positive")
 	case h.SessionIdle > h.SessionTTL:
 		return fmt.Errorf("session_idle %s is longer than session_ttl %s", time.Duration(h.SessionIdle), time.Duration(h.SessionTTL))
-	case !validCookieName(h.CookieName):
+	case !isToken(h.CookieName):
 		return fmt.Errorf("cookie_name %q is not a valid cookie name", h.CookieName)
 	case h.LoginURL != "" && !strings.HasPrefix(h.LoginURL, "https://") && !strings.HasPrefix(h.LoginURL, "/"):
 		return fmt.Errorf("login_url %q: want an https URL or a path", h.LoginURL)
@@ -415,7 +415,9 @@ func (h *Handler) apiRoute(r *http.Request) func(http.ResponseWriter, *http.Requ
 	return nil
 }
 
-func validCookieName(name string) bool {
+// isToken tells whether name is an RFC 9110 token, as header and cookie names
+// must be.
+func isToken(name string) bool {
 	if name == "" {
 		return false
 	}
