@@ -7,6 +7,7 @@ package ssogate
 
 import (
 	_ "github.com/ssogate/ssogate/caddymodule"
+	_ "github.com/ssogate/ssogate/caddymodule/cli"
 	_ "github.com/ssogate/ssogate/plugins/store/memory"
 	_ "github.com/ssogate/ssogate/plugins/store/redis"
 )

@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -467,4 +469,10 @@ func TestProvisionValidatesBeforeTheStore(t *testing.T) {
 	if h.store != nil {
 		t.Fatal("the store was loaded before the configuration was checked")
 	}
+}
+
+// hashKey is the key_sha256 of an API key.
+func hashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
 }

@@ -215,7 +215,6 @@ func (h *Handler) serveJWKS(w http.ResponseWriter, r *http.Request) error {
 	return err
 }
 
-
 // unmarshalIdentityAssertion parses
 //
 //	identity_assertion {

@@ -32,7 +32,11 @@ import (
 func assertionKeyFile(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "assertion.pem")
-	if _, err := writeAssertionKey(path, "k"); err != nil {
+	pemBytes, _, err := assertion.NewKeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -269,35 +273,6 @@ func TestAssertionKeyPathPlaceholders(t *testing.T) {
 		if got := h.upstream(t, signedIn(t, h.Handler, "placeholder-user", nil)).Header.Get("X-Ssogate-Assertion"); got == "" {
 			t.Errorf("key file %s: no assertion", file)
 		}
-	}
-}
-
-func TestAssertionKeyCommand(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "new.pem")
-	kid, err := writeAssertionKey(path, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("key file mode %v, %v; want 0600", fi.Mode().Perm(), err)
-	}
-	data, _ := os.ReadFile(path)
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		t.Fatalf("not a PKCS#8 PEM file:\n%s", data)
-	}
-	if _, err := assertion.ParseKey(kid, data); err != nil {
-		t.Errorf("the gateway refuses the key it made (kid %q): %v", kid, err)
-	}
-	if _, err := writeAssertionKey(path, ""); err == nil {
-		t.Error("an existing key file is overwritten")
-	}
-	if after, _ := os.ReadFile(path); string(after) != string(data) {
-		t.Error("the existing key file changed")
-	}
-	if _, err := writeAssertionKey(filepath.Join(t.TempDir(), "x.pem"), "bad kid"); err == nil {
-		t.Error("a bad --kid is accepted")
 	}
 }
 

@@ -212,7 +212,9 @@ const (
 	defaultSessionIdle = 30 * time.Minute
 	defaultSessionTTL  = 12 * time.Hour
 	defaultCookieName  = "__Host-ssogate"
-	defaultAPIPrefix   = "/sso"
+	// DefaultAPIPrefix is where the API, logout and health routes are
+	// unless api_prefix says otherwise.
+	DefaultAPIPrefix = "/sso"
 )
 
 // Provision sets defaults, checks and prepares the configuration, and only
@@ -257,7 +259,7 @@ func (h *Handler) setDefaults() {
 		h.ClaimsHeader = "X-Forwarded-Claims"
 	}
 	if h.APIPrefix == "" {
-		h.APIPrefix = defaultAPIPrefix
+		h.APIPrefix = DefaultAPIPrefix
 	}
 	h.APIPrefix = strings.TrimSuffix(h.APIPrefix, "/")
 	if h.RewriteUpstreamCookies == nil {

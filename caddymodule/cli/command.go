@@ -1,4 +1,7 @@
-package caddymodule
+// Package cli is the `caddy ssogate` command: hash-key, mint, health, version
+// and assertion-key. It is a package of its own so that the handler does not
+// depend on the API client (client/) the mint command uses.
+package cli
 
 import (
 	"bufio"
@@ -25,6 +28,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/ssogate/ssogate/caddymodule"
 	"github.com/ssogate/ssogate/client"
 	"github.com/ssogate/ssogate/internal/version"
 )
@@ -300,7 +304,7 @@ func opsCommands() []*cobra.Command {
 	}
 	f := health.Flags()
 	f.String("url", "", "The gateway's base URL, e.g. https://portal.example.com")
-	f.String("path", defaultAPIPrefix+"/health", "The health endpoint's path (<api_prefix>/health)")
+	f.String("path", caddymodule.DefaultAPIPrefix+"/health", "The health endpoint's path (<api_prefix>/health)")
 	f.String("ca-cert", "", "PEM file of a CA to trust besides the system's (e.g. Caddy's local CA)")
 	f.Bool("insecure", false, "Do not verify the gateway's TLS certificate (testing only)")
 	f.Duration("timeout", 5*time.Second, "How long to wait for the gateway")

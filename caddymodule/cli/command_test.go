@@ -1,4 +1,4 @@
-package caddymodule
+package cli
 
 import (
 	"context"
@@ -12,29 +12,38 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	"github.com/ssogate/ssogate/caddymodule"
+	_ "github.com/ssogate/ssogate/plugins/store/memory"
 )
 
 // What hash-key prints must be what the gateway compares with: a key written
 // the way an operator does (a file with a newline, a pasted line) is accepted
 // with the key_sha256 made from it.
-func TestHashKeyMatchesAuthenticate(t *testing.T) {
+func TestHashKeyMatchesTheGateway(t *testing.T) {
 	const key = "a-partner-key-0123456789abcdef"
 	for _, typed := range []string{key, key + "\n", key + "\r\n", "  " + key + "\t"} {
 		clean, err := cleanKey(typed)
 		if err != nil {
 			t.Fatalf("cleanKey(%q): %v", typed, err)
 		}
-		c := &Credential{ID: "c", KeySHA256: hashKey(clean), User: "u"}
-		cs, err := newCredentials([]*Credential{c})
-		if err != nil {
+		h := &caddymodule.Handler{Credentials: []*caddymodule.Credential{{ID: "c", KeySHA256: hashKey(clean), User: "u"}}}
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		if err := h.Provision(ctx); err != nil {
 			t.Fatal(err)
 		}
-		r, _ := http.NewRequest(http.MethodPost, "/sso/tokens", nil)
+		r := httptest.NewRequest(http.MethodPost, "https://portal.test/sso/tokens", strings.NewReader("{}"))
 		r.Header.Set("Authorization", "Bearer "+key)
-		if cs.authenticate(r) != c {
-			t.Errorf("key typed as %q: the gateway refuses the key its hash was made from", typed)
+		r.Header.Set("Accept", "application/json")
+		w := httptest.NewRecorder()
+		_ = h.ServeHTTP(w, r, nil)
+		if w.Code != http.StatusCreated {
+			t.Errorf("key typed as %q: the gateway answers %d %s to the key its hash was made from", typed, w.Code, w.Body)
 		}
+		_ = h.Cleanup()
+		cancel()
 	}
 }
 
