@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ssogate/ssogate/internal/assertion"
-	"github.com/ssogate/ssogate/internal/reqclean"
 )
 
 // IdentityAssertion makes the gateway send, on every signed-in request it
@@ -110,13 +109,7 @@ func (h *Handler) provisionAssertion() error {
 	if a == nil {
 		return nil
 	}
-	h.assertionHeader()
-	if !isToken(a.Header) {
-		return fmt.Errorf("identity_assertion: header %q is not a valid header name", a.Header)
-	}
-	if reqclean.New(h.UserHeader, h.ClaimsHeader).Owns(a.Header) {
-		return fmt.Errorf("identity_assertion: header %q is already an identity header", a.Header)
-	}
+	// The header's name was checked with the identity headers' (Validate).
 	if a.TTL == 0 {
 		a.TTL = caddy.Duration(defaultAssertionTTL)
 	}

@@ -246,7 +246,7 @@ func TestAssertionProvisionErrors(t *testing.T) {
 		"bad kid":        {&IdentityAssertion{Keys: []*AssertionKey{{ID: "a b", File: good}}}, "key id"},
 		"ttl too long":   {&IdentityAssertion{Keys: []*AssertionKey{{ID: "k", File: good}}, TTL: caddy.Duration(6 * time.Minute)}, "ttl"},
 		"bad header":     {&IdentityAssertion{Keys: []*AssertionKey{{ID: "k", File: good}}, Header: "X Bad"}, "not a valid header"},
-		"user header":    {&IdentityAssertion{Keys: []*AssertionKey{{ID: "k", File: good}}, Header: "x_forwarded_user"}, "already an identity header"},
+		"user header":    {&IdentityAssertion{Keys: []*AssertionKey{{ID: "k", File: good}}, Header: "x_forwarded_user"}, "already used by another identity header"},
 		"a directory":    {&IdentityAssertion{Keys: []*AssertionKey{{ID: "k", File: dir}}}, "identity_assertion: key \"k\""},
 		"encrypted file": {&IdentityAssertion{Keys: []*AssertionKey{{ID: "k", File: write("enc", pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{1}}))}}}, "encrypted"},
 	} {

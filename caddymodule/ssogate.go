@@ -357,6 +357,13 @@ func (h *Handler) Validate() error {
 	case !strings.HasPrefix(h.APIPrefix, "/"):
 		return fmt.Errorf("api_prefix %q must start with /", h.APIPrefix)
 	}
+	owned := map[string]string{"user_header": h.UserHeader, "claims_header": h.ClaimsHeader}
+	if h.IdentityAssertion != nil {
+		owned["identity_assertion header"] = h.assertionHeader()
+	}
+	if err := checkOwnedHeaders(owned); err != nil {
+		return err
+	}
 	return h.validateErrorPages()
 }
 
@@ -374,6 +381,13 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	// Before anything reads the request: no client speaks for the gateway.
 	h.owned.Clean(r)
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		// Until the gate sets them from a session, the identity's
+		// placeholders are empty, not their own text: a header_up of
+		// {http.auth.user.id} on a skip path must not hand the upstream
+		// "{http.auth.user.id}" as if it were a user.
+		repl.Map(noIdentityPlaceholders)
+	}
 	// Every answer of the portal's host, the gateway's own and skip paths
 	// included, carries the one framing policy.
 	w = h.wrapResponse(w)
@@ -387,6 +401,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	return h.serveGated(w, r, next)
+}
+
+// noIdentityPlaceholders resolves every {http.auth.user.*} placeholder the gate
+// has not set to the empty string. The gate's own values take precedence: a
+// Caddy replacer asks its static values before the providers added by Map.
+func noIdentityPlaceholders(key string) (any, bool) {
+	if strings.HasPrefix(key, "http.auth.user.") {
+		return "", true
+	}
+	return nil, false
 }
 
 // apiRoute returns the handler of an API or logout route, or nil.

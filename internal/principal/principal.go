@@ -8,6 +8,7 @@ package principal
 
 import (
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -76,6 +77,8 @@ func CheckClaim(k, v string) error {
 		return fmt.Errorf("claim %q: value is not UTF-8", k)
 	case hasControl(v):
 		return fmt.Errorf("claim %q: control character in value", k)
+	case strings.ContainsRune(v, utf8.RuneError):
+		return fmt.Errorf("claim %q: value holds U+FFFD, the remains of invalid input", k)
 	}
 	return nil
 }
@@ -98,14 +101,23 @@ func keyByte(c byte) bool {
 }
 
 // printable reports whether every rune is a letter, mark, number, punctuation,
-// symbol or the ASCII space (unicode.IsPrint), and none is a format character.
+// symbol or the ASCII space (unicode.IsPrint) that shows: none is a default
+// ignorable code point (format characters, variation selectors, fillers such
+// as U+3164, the combining grapheme joiner), which render as nothing and so
+// make two ids that read the same, and none is U+FFFD, which is what a decoder
+// leaves of invalid input (a lone surrogate escape in JSON, say), so that two
+// different inputs would become one id.
 func printable(s string) bool {
 	for _, r := range s {
-		if !unicode.IsPrint(r) || unicode.Is(unicode.Cf, r) {
+		if !unicode.IsPrint(r) || invisible(r) {
 			return false
 		}
 	}
 	return true
+}
+
+func invisible(r rune) bool {
+	return r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
 }
 
 func hasControl(s string) bool {

@@ -16,6 +16,7 @@ func TestCheckUserID(t *testing.T) {
 		"", " alias-user ", " alias", "alias ", "\talias", "alias\n", "\u00a0x", "x\u00a0", "\u3000x",
 		"a\u200bb", "a\u200db", "\u202eevil", "a\ufeffb", "a\u2060b", "a\x00b", "a\x7fb", "a\u0085b",
 		"a\u00a0b", "\xff", "a\xc0\xaeb", strings.Repeat("a", 257),
+		"a\ufffdb", "alias\u034f-user", "alias\ufe0f-user", "alias\u180b-user", "alias\u3164-user", "alias\u115f-user",
 	}
 	for _, id := range bad {
 		if err := CheckUserID(id); err == nil {
@@ -33,7 +34,7 @@ func TestCheckClaim(t *testing.T) {
 	}
 	bad := [][2]string{
 		{"id", "admin"}, {"", "v"}, {"a b", "v"}, {"a=b", "v"}, {"a;b", "v"}, {"é", "v"}, {strings.Repeat("k", 65), "v"},
-		{"k", "a\nb"}, {"k", "a\rb"}, {"k", "\x00"}, {"k", "\x7f"}, {"k", "\u0085"}, {"k", "\xff"}, {"k", strings.Repeat("v", 257)},
+		{"k", "a\nb"}, {"k", "a\rb"}, {"k", "\x00"}, {"k", "\x7f"}, {"k", "\u0085"}, {"k", "\xff"}, {"k", "a\ufffdb"}, {"k", strings.Repeat("v", 257)},
 	}
 	for _, c := range bad {
 		if err := CheckClaim(c[0], c[1]); err == nil {

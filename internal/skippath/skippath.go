@@ -6,7 +6,9 @@
 // twice. So a path is skipped only when it is unambiguous, that is, when it
 // means the same thing to any server: no dot segments, no empty segments, no
 // ";" parameters, no backslashes, no control characters, valid UTF-8 (no
-// overlong forms), and no percent-encoded ".", "/", "\", "%" or ";". Any other
+// overlong forms), nothing that Unicode compatibility normalization (NFKC)
+// would change (a fullwidth "．．" is ".." to a server that normalizes), and
+// no percent-encoded ".", "/", "\", "%" or ";". Any other
 // path is gated like every path not on the list; it is never refused for
 // being odd, only never let through unauthenticated.
 package skippath
@@ -16,6 +18,8 @@ import (
 	"path"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // List is a provisioned skip list.
@@ -96,6 +100,9 @@ func Unambiguous(escaped, decoded string) bool {
 	if strings.Contains(decoded, "//") {
 		return false
 	}
+	if !ascii(decoded) && !norm.NFKC.IsNormalString(decoded) {
+		return false
+	}
 	for i := 0; i < len(escaped); i++ {
 		switch c := escaped[i]; c {
 		case '\\', ';':
@@ -109,6 +116,15 @@ func Unambiguous(escaped, decoded string) bool {
 				return false
 			}
 			i += 2
+		}
+	}
+	return true
+}
+
+func ascii(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
 		}
 	}
 	return true

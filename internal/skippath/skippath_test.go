@@ -37,7 +37,8 @@ func TestMatch(t *testing.T) {
 		"/assets//app.js", "//assets/app.js", "/assets/app.js;jsessionid=1", "/assets/x;/../../secret", "/assets/%3b/secret",
 		"/assets/%2fsecret", "/assets/%2F..%2Fsecret", "/assets\\..\\secret", "/assets/%5c..%5csecret", "/assets/%00.js",
 		"/assets/%0a.js", "/assets/%7f.js", "/assets/%zz.js", "/assets/%2", "/assets/%", "/assets/\x01.js", "/assets/%ff.js",
-		"/x/site.css;.php", "/x/..%2fsite.css", "/static/a/b/logo.png", "/static/%2e%2e/logo.png",
+		"/x/site.css;.php", "/x/..%2fsite.css", "/assets/%EF%BC%8E%EF%BC%8E/secret", "/assets/．．/secret",
+		"/assets/%ef%bc%8f..", "/assets/ａpp.js", "/assets/\u2024\u2024/secret", "/static/a/b/logo.png", "/static/%2e%2e/logo.png",
 	}
 	for _, p := range gated {
 		if match(t, l, p) {
