@@ -203,20 +203,9 @@ func (h *Handler) clearProbe(w http.ResponseWriter, r *http.Request) {
 // 403, the token not even read. It is no guess at a token, so the failure
 // limit does not count it.
 func (h *Handler) refuseCrossSite(r *http.Request, rd *redemption) {
-	if r.Method == http.MethodPost && h.crossSitePost(r) {
+	if r.Method == http.MethodPost && h.crossSite(r, true) {
 		rd.end(redeemCrossSite, "cross-site post")
 	}
-}
-
-// crossSitePost reports whether a POST says another site's page sent it,
-// which may not spend a token (login CSRF); see fetchmeta.CrossSite. This
-// host is the request's Host, and public_url's.
-func (h *Handler) crossSitePost(r *http.Request) bool {
-	hosts := []string{r.Host, ""}
-	if h.publicURL != nil {
-		hosts[1] = h.publicURL.Host
-	}
-	return fetchmeta.CrossSite(r.Header, hosts...)
 }
 
 // errCrossSite answers a confirm POST sent by another site's page.

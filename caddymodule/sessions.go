@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -319,42 +318,6 @@ func (h *Handler) buildCreators() {
 	}
 }
 
-// crossSiteLogout tells whether a logout request says it comes from another
-// site: an Origin of another origin (or "null", as sandboxed frames and
-// privacy-redirected requests send), or Sec-Fetch-Site cross-site or
-// same-site (a sibling subdomain is another site's page too). A request with
-// neither header is not from a browser's cross-site form, and is honoured.
-func (h *Handler) crossSiteLogout(r *http.Request) bool {
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "cross-site", "same-site":
-		return true
-	}
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return false
-	}
-	return !h.ownOrigin(r, origin)
-}
-
-// ownOrigin tells whether origin is the portal's: the request's own host
-// with its scheme (or https, for a gateway behind a proxy that ends TLS), or
-// public_url's.
-func (h *Handler) ownOrigin(r *http.Request, origin string) bool {
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" || u.Path != "" || u.User != nil {
-		return false // "null" included
-	}
-	scheme := "https"
-	if r.TLS == nil {
-		scheme = "http"
-	}
-	if (strings.EqualFold(u.Scheme, scheme) || strings.EqualFold(u.Scheme, "https")) && strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	p := h.publicURL
-	return p != nil && strings.EqualFold(u.Scheme, p.Scheme) && strings.EqualFold(u.Host, p.Host)
-}
-
 var errCrossSiteLogout = problem{http.StatusForbidden, "cross_site_logout",
 	"Sign-out was refused because the request came from another site.",
 	"Sign out with the portal's own sign-out button."}
@@ -362,7 +325,7 @@ var errCrossSiteLogout = problem{http.StatusForbidden, "cross_site_logout",
 // refuseCrossSiteLogout answers 403 when crossSiteLogout holds, keeping the
 // session; it reports whether it answered.
 func (h *Handler) refuseCrossSiteLogout(w http.ResponseWriter, r *http.Request) (bool, error) {
-	if !h.crossSiteLogout(r) {
+	if !h.crossSite(r, false) {
 		return false, nil
 	}
 	h.audit(zapcore.InfoLevel, "rejected", zap.String("route", "logout"), zap.String("reason", "cross-site"),

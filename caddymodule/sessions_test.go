@@ -61,7 +61,7 @@ func TestCrossSiteLogout(t *testing.T) {
 		for k, v := range c.headers {
 			r.Header.Set(k, v)
 		}
-		if got := h.crossSiteLogout(r); got != c.want {
+		if got := h.crossSite(r, false); got != c.want {
 			t.Errorf("headers %v: cross-site = %v, want %v", c.headers, got, c.want)
 		}
 	}
@@ -69,7 +69,7 @@ func TestCrossSiteLogout(t *testing.T) {
 	// portal's own.
 	r := httptest.NewRequest("POST", "http://portal.test:8443/sso/logout", nil)
 	r.Header.Set("Origin", "https://portal.test:8443")
-	if h.crossSiteLogout(r) {
+	if h.crossSite(r, false) {
 		t.Error("the https origin of a plain-HTTP request to the same host was refused")
 	}
 }

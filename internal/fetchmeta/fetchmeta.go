@@ -4,11 +4,7 @@
 // any other fetch, and a same-origin form from another site's.
 package fetchmeta
 
-import (
-	"net/http"
-	"net/url"
-	"strings"
-)
+import "net/http"
 
 // Dest is what a request says it loads.
 type Dest int
@@ -41,14 +37,15 @@ func Navigation(h http.Header) Dest {
 
 // CrossSite reports whether a state-changing request (a POST) says it was
 // sent by a page of another origin: Sec-Fetch-Site other than same-origin or
-// none (none is the user's own action, such as a bookmark), or an Origin
-// whose host is none of hosts (host[:port], compared case-insensitively).
+// none (none is the user's own action, such as a bookmark), or an Origin that
+// own does not accept. A request with neither header is no browser's
+// cross-site form, and passes.
 //
 // "Origin: null" is what Chromium and Firefox send for a same-origin form on
-// a page with Referrer-Policy: no-referrer; sandboxed frames send it too. So
-// it counts as same-origin only when Sec-Fetch-Site says same-origin. A
-// request with neither header is no browser's cross-site form, and passes.
-func CrossSite(h http.Header, hosts ...string) bool {
+// a page with Referrer-Policy: no-referrer; sandboxed frames and opaque
+// origins send it too. With nullSameOrigin it counts as same-origin when
+// Sec-Fetch-Site says same-origin; without, it is always another site.
+func CrossSite(h http.Header, nullSameOrigin bool, own func(origin string) bool) bool {
 	site := h.Get("Sec-Fetch-Site")
 	switch site {
 	case "", "same-origin", "none":
@@ -59,24 +56,8 @@ func CrossSite(h http.Header, hosts ...string) bool {
 	case "":
 		return false
 	case "null":
-		return site != "same-origin"
+		return !nullSameOrigin || site != "same-origin"
 	default:
-		return !originOf(origin, hosts)
+		return !own(origin)
 	}
-}
-
-// originOf reports whether origin is a serialized http(s) origin on one of
-// hosts.
-func originOf(origin string, hosts []string) bool {
-	u, err := url.Parse(origin)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
-		u.Path != "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return false
-	}
-	for _, h := range hosts {
-		if h != "" && strings.EqualFold(u.Host, h) {
-			return true
-		}
-	}
-	return false
 }
