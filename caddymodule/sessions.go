@@ -223,16 +223,7 @@ func (h *Handler) serveEndSession(w http.ResponseWriter, r *http.Request, cred *
 // validHandle tells whether s has the shape of a handle: 22 base64url
 // characters.
 func validHandle(s string) bool {
-	if len(s) != sessionHandleLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return len(s) == sessionHandleLen && token.URLSafe(s)
 }
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"github.com/ssogate/ssogate/internal/token"
 	"net/http"
 	"net/url"
 	"time"
@@ -61,14 +62,5 @@ func (c *Client) EndSession(ctx context.Context, id string) error {
 
 // validHandle keeps anything but a handle out of the request path.
 func validHandle(s string) bool {
-	if len(s) != 22 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return len(s) == 22 && token.URLSafe(s)
 }

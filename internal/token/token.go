@@ -45,19 +45,20 @@ func Classify(s string) Kind {
 			return Invalid
 		}
 		for _, p := range parts {
-			if p == "" || !isURLSafe(p) {
+			if p == "" || !URLSafe(p) {
 				return Invalid
 			}
 		}
 		return Signed
 	}
-	if len(s) < MinOpaqueLen || len(s) > MaxOpaqueLen || !isURLSafe(s) {
+	if len(s) < MinOpaqueLen || len(s) > MaxOpaqueLen || !URLSafe(s) {
 		return Invalid
 	}
 	return Opaque
 }
 
-func isURLSafe(s string) bool {
+// URLSafe reports whether s holds only base64url characters [A-Za-z0-9_-].
+func URLSafe(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
