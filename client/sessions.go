@@ -3,10 +3,11 @@ package client
 import (
 	"context"
 	"errors"
-	"github.com/ssogate/ssogate/internal/token"
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/ssogate/ssogate/internal/token"
 )
 
 // Session is one live session of a user, as GET /sso/sessions lists it.
