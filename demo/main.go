@@ -111,7 +111,7 @@ func run(caddyBin, config, dataDir string, p ports, check bool) error {
 		defer srv.Close()
 	}
 	rootFile := filepath.Join(dataDir, "caddy", "pki", "authorities", "local", "root.crt")
-	httpClient, err := loopbackClient(ctx, rootFile, portalURL, caddy)
+	httpClient, err := loopbackClient(ctx, rootFile, portalURL, emrURL, caddy)
 	if err != nil {
 		return err
 	}
@@ -153,7 +153,7 @@ internal CA: accept the browser's warning once for each of the two hosts.
 // loopbackClient starts caddy and returns a client that trusts its internal CA
 // and reaches the demo hostnames on this machine, whatever the resolver says
 // of *.localhost. It keeps cookies and follows redirects, as a browser does.
-func loopbackClient(ctx context.Context, rootFile, portalURL string, caddy *exec.Cmd) (*http.Client, error) {
+func loopbackClient(ctx context.Context, rootFile, portalURL, emrURL string, caddy *exec.Cmd) (*http.Client, error) {
 	if err := caddy.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s (build it with `go build -o caddy ./cmd/caddy`): %w", caddy.Path, err)
 	}
@@ -190,15 +190,20 @@ func loopbackClient(ctx context.Context, rootFile, portalURL string, caddy *exec
 			},
 		},
 	}
-	// Wait for the gateway to serve, not just for the CA file to exist.
+	// Wait for the gateway to serve, not just for the CA file to exist, and
+	// for the embedding app's site too: Caddy issues each site's certificate
+	// on its own, and a handshake before it is ready fails.
 	for {
 		resp, err := c.Get(portalURL + "/sso/health")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return c, nil
-			}
 			err = errors.New(resp.Status)
+			if resp.StatusCode == http.StatusOK {
+				if resp, err = c.Head(emrURL + "/"); err == nil {
+					resp.Body.Close()
+					return c, nil
+				}
+			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return nil, fmt.Errorf("gateway not healthy in 30s: %v", err)
