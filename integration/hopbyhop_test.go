@@ -600,3 +600,62 @@ func TestHopByHopHeaderNamesRefusedAtLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestHopByHopAssertionHeader: the signed assertion is a header the gateway
+// sets too, so naming it in Connection, sending it as a trailer or on a
+// WebSocket upgrade neither drops the gateway's own nor lets a client's in.
+func TestHopByHopAssertionHeader(t *testing.T) {
+	g := startGateway(t, gatewayOptions{extra: assertionBlock("hop1", assertionKey(t, "hop1"))})
+	c := g.signIn(t, hopUser)
+	const forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.forged"
+	check := func(what string, h http.Header, signedIn bool) {
+		t.Helper()
+		v := h.Values("X-Ssogate-Assertion")
+		switch {
+		case !signedIn && v != nil:
+			t.Errorf("%s: the upstream received X-Ssogate-Assertion %q, want none", what, v)
+		case signedIn && (len(v) != 1 || strings.Contains(v[0], "forged") || strings.Count(v[0], ".") != 2):
+			t.Errorf("%s: the upstream received X-Ssogate-Assertion %q, want exactly the gateway's JWT", what, v)
+		}
+	}
+	for _, tc := range []struct {
+		path   string
+		cookie *http.Cookie
+	}{{"/records", c}, {"/health", nil}} {
+		var b strings.Builder
+		fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: portal.test:%d\r\nAccept: application/json\r\n", tc.path, g.port)
+		if tc.cookie != nil {
+			fmt.Fprintf(&b, "Cookie: %s=%s\r\n", tc.cookie.Name, tc.cookie.Value)
+		}
+		b.WriteString("X-Ssogate-Assertion: " + forged + "\r\nConnection: close, X-Ssogate-Assertion\r\n" +
+			"Trailer: X-Checksum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n" +
+			"X-Ssogate-Assertion: " + forged + "\r\nX-Checksum: 1\r\n\r\n")
+		g.upstream.Reset()
+		resp, body := g.raw(t, b.String())
+		reqs := g.upstream.Requests()
+		what := "assertion in Connection and trailers, " + tc.path
+		if resp.StatusCode != http.StatusOK || len(reqs) != 1 {
+			t.Errorf("%s: %s, upstream got %d requests: %.120q", what, resp.Status, len(reqs), body)
+			continue
+		}
+		check(what, reqs[0].Header, tc.cookie != nil)
+		if v := reqs[0].Trailer.Values("X-Ssogate-Assertion"); v != nil {
+			t.Errorf("%s: the upstream received the trailer X-Ssogate-Assertion %q", what, v)
+		}
+	}
+
+	// A WebSocket upgrade naming it in Connection.
+	conn := g.dialTLS(t, "http/1.1")
+	fmt.Fprintf(conn, "GET /socket HTTP/1.1\r\nHost: portal.test:%d\r\nCookie: %s=%s\r\nConnection: Upgrade, X-Ssogate-Assertion\r\n"+
+		"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", g.port, c.Name, c.Value)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	var reply harness.UpgradeReply
+	if err := json.NewDecoder(br).Decode(&reply); err != nil {
+		t.Fatal(err)
+	}
+	check("upgrade, Connection: Upgrade, X-Ssogate-Assertion", reply.Header, true)
+}
