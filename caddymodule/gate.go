@@ -39,10 +39,50 @@ func (h *Handler) serveGated(w http.ResponseWriter, r *http.Request, next caddyh
 		return h.fail(w, r, errNotSignedIn, false)
 	}
 	h.applyIdentity(r, id)
+	h.dropOwnCookies(r)
 	if err := h.applyAssertion(r, id); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// dropOwnCookies removes the gateway's cookies (the session's and the frame
+// probe's) from what the upstream receives: the session id is the gateway's
+// secret, and no portal needs it (nor should its logs hold it).
+func (h *Handler) dropOwnCookies(r *http.Request) {
+	lines := r.Header["Cookie"]
+	own := false
+	for _, line := range lines {
+		if strings.Contains(line, h.CookieName) {
+			own = true
+			break
+		}
+	}
+	if !own {
+		return
+	}
+	probe := h.probeCookieName()
+	var b strings.Builder
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			part = textproto.TrimString(part)
+			name, _, _ := strings.Cut(part, "=")
+			if part == "" || name == h.CookieName || name == probe {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			} else {
+				b.Grow(len(line))
+			}
+			b.WriteString(part)
+		}
+	}
+	if b.Len() == 0 {
+		delete(r.Header, "Cookie")
+		return
+	}
+	r.Header["Cookie"] = []string{b.String()}
 }
 
 // sessionIDLen is the length of a session id: 256 bits in unpadded base64url.

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -36,6 +37,32 @@ func TestCheckOwnedHeaders(t *testing.T) {
 			t.Errorf("%+v: %v, want accepted", c, err)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%+v: %v, want an error containing %q", c, err, c.want)
+		}
+	}
+}
+
+// TestDropOwnCookies: the upstream never receives the gateway's cookies, and
+// receives the portal's own as they were.
+func TestDropOwnCookies(t *testing.T) {
+	h := &Handler{CookieName: defaultCookieName}
+	for _, c := range []struct {
+		in   []string
+		want []string
+	}{
+		{nil, nil},
+		{[]string{"portal_sid=abc; lang=en"}, []string{"portal_sid=abc; lang=en"}},
+		{[]string{"__Host-ssogate=s1"}, nil},
+		{[]string{"a=1; __Host-ssogate=s1; b=2"}, []string{"a=1; b=2"}},
+		{[]string{"__Host-ssogate=s1; __Host-ssogate-probe=p", "portal_sid=x"}, []string{"portal_sid=x"}},
+		{[]string{"__Host-ssogatex=keep; __Host-ssogate=s1"}, []string{"__Host-ssogatex=keep"}},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		if c.in != nil {
+			r.Header["Cookie"] = c.in
+		}
+		h.dropOwnCookies(r)
+		if got := r.Header["Cookie"]; strings.Join(got, "|") != strings.Join(c.want, "|") {
+			t.Errorf("Cookie %q → %q, want %q", c.in, got, c.want)
 		}
 	}
 }

@@ -111,13 +111,15 @@ type Handler struct {
 	RewriteUpstreamCookies *bool `json:"rewrite_upstream_cookies,omitempty"`
 
 	// Paths proxied without a session (identity headers are still
-	// removed): exact ("/health"), prefix ("/assets/*"), suffix ("*.css")
-	// or glob patterns, matched case-sensitively against the path the
-	// client sent. Only unambiguous paths are skipped: one with dot or
-	// empty segments, ";" parameters, backslashes, control characters,
-	// invalid UTF-8 or a percent-encoded ".", "/", "\", "%" or ";" could
-	// mean another path to the upstream (Tomcat, IIS, double decoding), so
-	// it is gated like any other.
+	// removed): exact ("/health"), prefix ("/assets/*") or glob
+	// ("/assets/*.css") patterns, always starting with a path (a bare
+	// "*.css" would pass /admin.css, which Spring serves as /admin),
+	// matched case-sensitively against the path the client sent. Only
+	// unambiguous paths are skipped: one with dot or empty segments, ";"
+	// parameters, backslashes, control characters, invalid UTF-8, what
+	// NFKC would change, or a percent-encoded ".", "/", "\", "%" or ";"
+	// could mean another path to the upstream (Tomcat, IIS, double
+	// decoding), so it is gated like any other.
 	Skip []string `json:"skip,omitempty"`
 
 	// Where browsers (Accept: text/html) without a session are sent, with a
@@ -274,7 +276,9 @@ func (h *Handler) setDefaults() {
 // prepare turns the configuration into what requests use, refusing what
 // cannot work; it opens no connection.
 func (h *Handler) prepare() error {
-	h.owned = reqclean.New(h.UserHeader, h.ClaimsHeader, h.assertionHeader())
+	// The default assertion header is removed even without
+	// identity_assertion: no client copy of it ever reaches the portal.
+	h.owned = reqclean.New(h.UserHeader, h.ClaimsHeader, h.assertionHeader(), defaultAssertionHeader)
 	h.policy = redirect.Policy{Hosts: h.RedirectHosts}
 	var err error
 	if h.PublicURL != "" {
@@ -398,6 +402,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return serve(w, r)
 	}
 	if h.skip.Match(r.URL.EscapedPath(), r.URL.Path) {
+		h.dropOwnCookies(r)
 		return next.ServeHTTP(w, r)
 	}
 	return h.serveGated(w, r, next)

@@ -25,8 +25,8 @@ const (
 )
 
 // CheckUserID refuses a user id that is not 1–256 bytes of printable UTF-8,
-// that starts or ends with white space, or that holds a control or invisible
-// format character (zero-width spaces, bidi overrides).
+// that starts or ends with white space, that holds a control or invisible
+// format character (zero-width spaces, bidi overrides), or a comma.
 func CheckUserID(id string) error {
 	switch {
 	case id == "":
@@ -43,6 +43,11 @@ func CheckUserID(id string) error {
 	}
 	if !printable(id) {
 		return fmt.Errorf("user id holds a control, format or non-printable character")
+	}
+	if strings.ContainsRune(id, ',') {
+		// HTTP reads a comma in a header as a list separator: "org-a-x,
+		// admin" would be two users to a portal that takes the last.
+		return fmt.Errorf("user id holds a comma, which a header would read as a list")
 	}
 	return nil
 }

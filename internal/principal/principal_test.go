@@ -16,7 +16,7 @@ func TestCheckUserID(t *testing.T) {
 		"", " alias-user ", " alias", "alias ", "\talias", "alias\n", "\u00a0x", "x\u00a0", "\u3000x",
 		"a\u200bb", "a\u200db", "\u202eevil", "a\ufeffb", "a\u2060b", "a\x00b", "a\x7fb", "a\u0085b",
 		"a\u00a0b", "\xff", "a\xc0\xaeb", strings.Repeat("a", 257),
-		"a\ufffdb", "alias\u034f-user", "alias\ufe0f-user", "alias\u180b-user", "alias\u3164-user", "alias\u115f-user",
+		"a\ufffdb", "org-a-x, admin", "a,b", "alias\u034f-user", "alias\ufe0f-user", "alias\u180b-user", "alias\u3164-user", "alias\u115f-user",
 	}
 	for _, id := range bad {
 		if err := CheckUserID(id); err == nil {

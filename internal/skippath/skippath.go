@@ -27,17 +27,21 @@ type List struct {
 	patterns []string
 }
 
-// New checks the patterns, in the syntax of Caddy's path matcher: an exact
-// path ("/health"), a prefix ("/assets/*"), a suffix ("*.css"), a substring
-// ("*/public/*") or a glob ("/static/*/logo.png"). Matching is case-sensitive,
-// as most upstreams' paths are: "/ASSETS/x" is not under "/assets/*".
+// New checks the patterns, in the syntax of Caddy's path matcher but always
+// rooted in a path: an exact path ("/health"), a prefix ("/assets/*") or a
+// glob ("/static/*/logo.png", "/assets/*.css"). Bare suffixes ("*.css") are
+// refused: a framework with suffix matching serves /admin.css as /admin.
+// Matching is case-sensitive, as most upstreams' paths are: "/ASSETS/x" is
+// not under "/assets/*".
 func New(patterns []string) (*List, error) {
 	for _, p := range patterns {
 		if p == "" || p == "*" {
 			return nil, fmt.Errorf("skip %q would let every request through without a session", p)
 		}
-		if !strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "*") {
-			return nil, fmt.Errorf("skip %q: a path pattern starts with / or *", p)
+		if !strings.HasPrefix(p, "/") {
+			// "*.css" would pass /admin.css, which Spring's suffix
+			// matching serves as /admin.
+			return nil, fmt.Errorf("skip %q: a skip pattern starts with a path (/assets/*); a bare suffix would let any page through that some server reads without it", p)
 		}
 		if _, err := path.Match(p, "/"); err != nil {
 			return nil, fmt.Errorf("skip %q: %v", p, err)
@@ -71,10 +75,6 @@ func matches(pattern, p string) bool {
 		return p == pattern
 	case star == len(pattern)-1:
 		return strings.HasPrefix(p, pattern[:star])
-	case star == 0 && strings.Count(pattern, "*") == 1:
-		return strings.HasSuffix(p, pattern[1:])
-	case star == 0 && strings.Count(pattern, "*") == 2 && pattern[len(pattern)-1] == '*':
-		return strings.Contains(p, pattern[1:len(pattern)-1])
 	}
 	ok, _ := path.Match(pattern, p) // checked in New
 	return ok
