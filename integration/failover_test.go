@@ -44,7 +44,7 @@ type failoverSteps struct {
 // in exactly once in total.
 func checkConsumedStaysConsumed(t *testing.T, g *scaleGW, s failoverSteps) {
 	m := g.mint(t, "once")
-	key := "ssogate:tok:" + scaleHash(m.SSOToken)
+	key := "ssogate:tok:" + harness.KeyHash(m.SSOToken)
 	master, replica := s.shard(key)
 	harness.WaitReplicated(t, master, replica)
 
@@ -72,12 +72,12 @@ func checkConsumedStaysConsumed(t *testing.T, g *scaleGW, s failoverSteps) {
 
 	// The gateway reaches the new master: a fresh token of the same shard
 	// signs in (after an outage answered 503, as it should).
-	scaleEventually(t, "sign-in on the new master", 20*time.Second, func() error {
+	harness.Eventually(t, "sign-in on the new master", 20*time.Second, func() error {
 		p, err := g.tryMint("probe")
 		if err != nil {
 			return err
 		}
-		if pm, _ := s.shard("ssogate:tok:" + scaleHash(p.SSOToken)); pm != replica {
+		if pm, _ := s.shard("ssogate:tok:" + harness.KeyHash(p.SSOToken)); pm != replica {
 			return fmt.Errorf("probe token on another shard")
 		}
 		r, err := g.try(http.MethodGet, "/redirect/"+p.SSOToken, nil, "", navigate...)
@@ -276,7 +276,7 @@ func (l *chaosLoad) tick(i int) {
 	r, err := g.try(http.MethodPost, "/sso/tokens", nil, `{"userId":"`+user+`"}`,
 		"Authorization: Bearer "+scaleKey, "Content-Type: application/json")
 	l.note("mint", r, err)
-	var m scaleMinted
+	var m harness.MintAnswer
 	if err == nil && r.status == http.StatusCreated {
 		err = json.Unmarshal([]byte(r.body), &m)
 	} else if err == nil {

@@ -2,9 +2,7 @@ package integration
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,10 +21,11 @@ const (
 	clinicKey = "it-clinic-7-f9e8d7c6b5a493827160f5e4d3c2b1a0"
 )
 
-func keyHash(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
-}
+// mintResult is harness.MintAnswer, kept for the tests that still name it.
+type mintResult = harness.MintAnswer
+
+// keyHash is harness.KeyHash, kept for the tests that still call it.
+func keyHash(key string) string { return harness.KeyHash(key) }
 
 // gateway is a real Caddy with ssogate on https://portal.test:<port>, in front
 // of a real upstream.
@@ -168,20 +167,15 @@ func (g *gateway) do(t *testing.T, method, path, body string, cookie *http.Cooki
 	return resp
 }
 
-// mintResult is the 201 body of POST /sso/tokens.
-type mintResult struct {
-	ID, SSOToken, UserID, CreatedByApplicationID, CreationTimestamp, ExpiresAt, URL string
-}
-
 // mint calls the API and fails the test unless it answers 201.
-func (g *gateway) mint(t *testing.T, key, body string) mintResult {
+func (g *gateway) mint(t *testing.T, key, body string) harness.MintAnswer {
 	t.Helper()
 	resp := g.do(t, http.MethodPost, "/sso/tokens", body, nil, "Authorization: Bearer "+key, "Content-Type: application/json")
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("mint %s: %s %s", body, resp.Status, b)
 	}
-	var m mintResult
+	var m harness.MintAnswer
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatalf("mint answer %s: %v", b, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -42,11 +41,6 @@ const (
 	mintSecretK1 = "mint-signing-secret-k1-0123456789abcdef"
 	mintSecretK2 = "mint-signing-secret-k2-fedcba9876543210"
 )
-
-func mintHash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
 
 // mintCaddyfile serves the gateway on portal.test and localhost (the CLI
 // needs a name that resolves) at port, on the Redis at redisURL. withK1 keeps
@@ -90,7 +84,7 @@ https://portal.test:%[1]d, https://localhost:%[1]d {
 	}
 	reverse_proxy %[8]s
 }
-`, port, redisURL, mintHash(mintKeyOrgA), mintHash(mintKeyClinic), mintHash(mintKeyMinter), mintHash(mintKeyAdmin), k1, upstream)
+`, port, redisURL, harness.KeyHash(mintKeyOrgA), harness.KeyHash(mintKeyClinic), harness.KeyHash(mintKeyMinter), harness.KeyHash(mintKeyAdmin), k1, upstream)
 }
 
 // mintGateway is one Caddy instance of the minting tests.
@@ -151,21 +145,13 @@ func (g *mintGateway) do(t *testing.T, method, target, key, body string, cookie 
 	return resp, string(b)
 }
 
-// mintToken is the part of the 201 answer these tests look at.
-type mintToken struct {
-	SSOToken               string `json:"ssoToken"`
-	UserID                 string `json:"userId"`
-	CreatedByApplicationID string `json:"createdByApplicationId"`
-	URL                    string `json:"url"`
-}
-
-func (g *mintGateway) mint(t *testing.T, key, body string) mintToken {
+func (g *mintGateway) mint(t *testing.T, key, body string) harness.MintAnswer {
 	t.Helper()
 	resp, b := g.do(t, http.MethodPost, "/sso/tokens", key, body, nil)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("mint %s: %s %s", body, resp.Status, b)
 	}
-	var m mintToken
+	var m harness.MintAnswer
 	if err := json.Unmarshal([]byte(b), &m); err != nil {
 		t.Fatalf("mint answer %s: %v", b, err)
 	}
@@ -343,7 +329,7 @@ func TestMinting(t *testing.T) {
 		for what, key := range map[string]string{
 			"no key":      "",
 			"wrong key":   mintKeyOrgA + "x",
-			"hash as key": mintHash(mintKeyOrgA),
+			"hash as key": harness.KeyHash(mintKeyOrgA),
 		} {
 			for _, rt := range []struct{ method, path, body string }{
 				{http.MethodPost, "/sso/tokens", `{"userId":"org-a-1"}`},
@@ -479,7 +465,7 @@ func TestMinting(t *testing.T) {
 		// iat is now: an older one than token_ttl is refused (directmint_test.go).
 		val := `{"userId":"u2","claims":{"group":"direct"},"redirect":"/app/","createdBy":"billing","iat":"` +
 			time.Now().UTC().Format(time.RFC3339) + `","futureField":[1]}`
-		out, err = exec.Command("redis-cli", "-h", host, "-p", port, "SET", "ssogate:tok:"+mintHash(tok), val, "EX", "30", "NX").CombinedOutput()
+		out, err = exec.Command("redis-cli", "-h", host, "-p", port, "SET", "ssogate:tok:"+harness.KeyHash(tok), val, "EX", "30", "NX").CombinedOutput()
 		if err != nil || strings.TrimSpace(string(out)) != "OK" {
 			t.Fatalf("redis-cli SET: %v %q", err, out)
 		}
@@ -491,7 +477,7 @@ func TestMinting(t *testing.T) {
 
 		// A record whose user id would break the header is refused.
 		tok = mintRandom()
-		out, err = exec.Command("redis-cli", "-h", host, "-p", port, "SET", "ssogate:tok:"+mintHash(tok), `{"userId":"u3\r\nX-Forwarded-User: admin"}`, "EX", "30", "NX").CombinedOutput()
+		out, err = exec.Command("redis-cli", "-h", host, "-p", port, "SET", "ssogate:tok:"+harness.KeyHash(tok), `{"userId":"u3\r\nX-Forwarded-User: admin"}`, "EX", "30", "NX").CombinedOutput()
 		if err != nil || strings.TrimSpace(string(out)) != "OK" {
 			t.Fatalf("redis-cli SET: %v %q", err, out)
 		}
@@ -513,7 +499,7 @@ func TestMinting(t *testing.T) {
 				}
 			}
 		}
-		index := "ssogate:user:" + mintHash("rev-1")
+		index := "ssogate:user:" + harness.KeyHash("rev-1")
 		if n := redis.Client().SCard(context.Background(), index).Val(); n != 2 {
 			t.Fatalf("%s holds %d sessions, want 2", index, n)
 		}
@@ -526,17 +512,12 @@ func TestMinting(t *testing.T) {
 		// Instance B must refuse both at once; SPEC allows a cache up to 1s,
 		// the bound here only keeps a broken build from hanging.
 		for _, c := range []*http.Cookie{onA, onB} {
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				_, _, status := b.identity(t, c)
-				if status == http.StatusUnauthorized {
-					break
+			harness.Eventually(t, "the revocation reaching the other instance", 5*time.Second, func() error {
+				if _, _, status := b.identity(t, c); status != http.StatusUnauthorized {
+					return fmt.Errorf("revoked session still answered %d on the other instance", status)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("revoked session still answered %d on the other instance after 5s", status)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return nil
+			})
 		}
 		t.Logf("revocation on A reached B after %s", time.Since(revoked).Round(time.Millisecond))
 		for _, c := range []*http.Cookie{onA, onB} {
@@ -557,12 +538,12 @@ func TestMinting(t *testing.T) {
 		cmd := exec.Command(bin, "ssogate", "hash-key")
 		cmd.Stdin = strings.NewReader(key + "\n")
 		out, err := cmd.Output()
-		if err != nil || strings.TrimSpace(string(out)) != mintHash(key) {
-			t.Errorf("hash-key from stdin: %v %q, want %s", err, out, mintHash(key))
+		if err != nil || strings.TrimSpace(string(out)) != harness.KeyHash(key) {
+			t.Errorf("hash-key from stdin: %v %q, want %s", err, out, harness.KeyHash(key))
 		}
 		out, err = exec.Command(bin, "ssogate", "hash-key", "--key", key).Output()
-		if err != nil || strings.TrimSpace(string(out)) != mintHash(key) {
-			t.Errorf("hash-key --key: %v %q, want %s", err, out, mintHash(key))
+		if err != nil || strings.TrimSpace(string(out)) != harness.KeyHash(key) {
+			t.Errorf("hash-key --key: %v %q, want %s", err, out, harness.KeyHash(key))
 		}
 
 		out, err = exec.Command(bin, "ssogate", "hash-key", "--generate").Output()
@@ -575,7 +556,7 @@ func TestMinting(t *testing.T) {
 			fields[k] = strings.TrimSpace(v)
 		}
 		raw, err := base64.RawURLEncoding.Strict().DecodeString(fields["key"])
-		if err != nil || len(raw) != 32 || fields["key_sha256"] != mintHash(fields["key"]) {
+		if err != nil || len(raw) != 32 || fields["key_sha256"] != harness.KeyHash(fields["key"]) {
 			t.Errorf("hash-key --generate printed %q: want a 256-bit base64url key and its SHA-256", out)
 		}
 		if out2, _ := exec.Command(bin, "ssogate", "hash-key", "--generate").Output(); string(out2) == string(out) {

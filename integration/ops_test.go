@@ -94,11 +94,11 @@ func TestOpsHealthFollowsRedis(t *testing.T) {
 	// No credential, no session: a load balancer's plain GET.
 	rd.Kill()
 	killed := time.Now()
-	scaleEventually(t, "503 after Redis was killed", 2*time.Second, want(http.StatusServiceUnavailable, down))
+	harness.Eventually(t, "503 after Redis was killed", 2*time.Second, want(http.StatusServiceUnavailable, down))
 	t.Logf("503 %v after the kill", time.Since(killed).Round(time.Millisecond))
 	rd.Restart()
 	restarted := time.Now()
-	scaleEventually(t, "200 after Redis came back", 10*time.Second, want(http.StatusOK, ok))
+	harness.Eventually(t, "200 after Redis came back", 10*time.Second, want(http.StatusOK, ok))
 	t.Logf("200 %v after Redis restarted", time.Since(restarted).Round(time.Millisecond))
 	// The same Caddy process all along.
 	if n := strings.Count(g.caddy.Logs(), "serving initial configuration"); n != 1 {
@@ -191,7 +191,7 @@ func TestOpsMetricsMove(t *testing.T) {
 	g.whoami(t, c)
 	// The cache serves sessions once its subscription to Redis is proven
 	// live (right after a start it asks the store every time).
-	scaleEventually(t, "a session served from the cache", 5*time.Second, func() error {
+	harness.Eventually(t, "a session served from the cache", 5*time.Second, func() error {
 		g.whoami(t, c)
 		if d := scaleMetricDelta(before, scaleScrape(t, admin)); d[`ssogate_session_cache_hits_total`] < 1 {
 			return fmt.Errorf("no hit yet: %v misses", d[`ssogate_session_cache_misses_total`])
@@ -223,7 +223,7 @@ func TestOpsMetricsMove(t *testing.T) {
 	}
 
 	rd.Kill()
-	scaleEventually(t, "ssogate_store_up at 0 with Redis killed", 5*time.Second, func() error {
+	harness.Eventually(t, "ssogate_store_up at 0 with Redis killed", 5*time.Second, func() error {
 		g.try(http.MethodGet, "/sso/health", nil, "")
 		if v := scaleScrape(t, admin)["ssogate_store_up"]; v != 0 {
 			return fmt.Errorf("ssogate_store_up %v", v)
@@ -231,7 +231,7 @@ func TestOpsMetricsMove(t *testing.T) {
 		return nil
 	})
 	rd.Restart()
-	scaleEventually(t, "ssogate_store_up back at 1", 10*time.Second, func() error {
+	harness.Eventually(t, "ssogate_store_up back at 1", 10*time.Second, func() error {
 		g.try(http.MethodGet, "/sso/health", nil, "")
 		if v := scaleScrape(t, admin)["ssogate_store_up"]; v != 1 {
 			return fmt.Errorf("ssogate_store_up %v", v)

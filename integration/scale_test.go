@@ -3,8 +3,6 @@ package integration
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,7 +36,6 @@ type scaleSite struct {
 func scaleCaddyfile(global, upstream string, sites ...scaleSite) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "{\n\tskip_install_trust\n\tauto_https disable_redirects\n\t%s\n}\n", global)
-	sum := sha256.Sum256([]byte(scaleKey))
 	for _, s := range sites {
 		fmt.Fprintf(&b, `https://portal.test:%d {
 	tls internal
@@ -55,7 +52,7 @@ func scaleCaddyfile(global, upstream string, sites ...scaleSite) string {
 	}
 	reverse_proxy %s
 }
-`, s.port, s.site, s.store, hex.EncodeToString(sum[:]), s.extra, upstream)
+`, s.port, s.site, s.store, harness.KeyHash(scaleKey), s.extra, upstream)
 	}
 	return b.String()
 }
@@ -141,30 +138,24 @@ func (g *scaleGW) try(method, path string, cookie *http.Cookie, body string, hea
 	return scaleResp{status: resp.StatusCode, header: resp.Header, body: string(b), took: time.Since(start)}, err
 }
 
-// scaleMinted is the part of the mint answer the scale tests use.
-type scaleMinted struct {
-	SSOToken string `json:"ssoToken"`
-	URL      string `json:"url"`
-}
-
 // tryMint mints a token for user; a non-201 answer is an error.
-func (g *scaleGW) tryMint(user string) (scaleMinted, error) {
+func (g *scaleGW) tryMint(user string) (harness.MintAnswer, error) {
 	r, err := g.try(http.MethodPost, "/sso/tokens", nil, `{"userId":"`+user+`"}`,
 		"Authorization: Bearer "+scaleKey, "Content-Type: application/json")
 	if err != nil {
-		return scaleMinted{}, err
+		return harness.MintAnswer{}, err
 	}
 	if r.status != http.StatusCreated {
-		return scaleMinted{}, fmt.Errorf("mint: %d %s", r.status, r.body)
+		return harness.MintAnswer{}, fmt.Errorf("mint: %d %s", r.status, r.body)
 	}
-	var m scaleMinted
+	var m harness.MintAnswer
 	if err := json.Unmarshal([]byte(r.body), &m); err != nil || m.SSOToken == "" {
-		return scaleMinted{}, fmt.Errorf("mint answer %q: %v", r.body, err)
+		return harness.MintAnswer{}, fmt.Errorf("mint answer %q: %v", r.body, err)
 	}
 	return m, nil
 }
 
-func (g *scaleGW) mint(t *testing.T, user string) scaleMinted {
+func (g *scaleGW) mint(t *testing.T, user string) harness.MintAnswer {
 	t.Helper()
 	m, err := g.tryMint(user)
 	if err != nil {
@@ -204,23 +195,6 @@ func (g *scaleGW) whoami(t *testing.T, cookie *http.Cookie) (string, int) {
 		t.Fatalf("upstream answer %q: %v", r.body, err)
 	}
 	return saw.User, r.status
-}
-
-// scaleEventually polls cond every 50ms until it returns nil, failing the test
-// with its last error after timeout.
-func scaleEventually(t *testing.T, what string, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestScaleTwoInstancesShareRedis runs two Caddy processes on one Redis, as
@@ -291,7 +265,7 @@ func TestScaleTwoInstancesShareRedis(t *testing.T) {
 		if r := a.do(t, http.MethodPost, "/sso/logout", c, ""); r.status >= 300 && r.status != http.StatusSeeOther {
 			t.Fatalf("logout on A: %d", r.status)
 		}
-		scaleEventually(t, "logout on A reaching B", time.Second, func() error {
+		harness.Eventually(t, "logout on A reaching B", time.Second, func() error {
 			if _, status := b.whoami(t, c); status != http.StatusUnauthorized {
 				return fmt.Errorf("B answers %d", status)
 			}
@@ -368,7 +342,7 @@ func TestScaleRedisOutage(t *testing.T) {
 	// The data is gone with the restart (no persistence), so a fresh sign-in
 	// proves the recovery, without restarting Caddy.
 	start := time.Now()
-	scaleEventually(t, "sign-in after Redis restarted", 15*time.Second, func() error {
+	harness.Eventually(t, "sign-in after Redis restarted", 15*time.Second, func() error {
 		m, err := g.tryMint("after")
 		if err != nil {
 			return err
@@ -425,7 +399,7 @@ func TestScaleSentinelFailover(t *testing.T) {
 	s.AddReplica(newMaster)
 	for _, g := range gws {
 		start := time.Now()
-		scaleEventually(t, g.base+" sign-in after the failover", 20*time.Second, func() error {
+		harness.Eventually(t, g.base+" sign-in after the failover", 20*time.Second, func() error {
 			m, err := g.tryMint("after-failover")
 			if err != nil {
 				return err
@@ -459,7 +433,7 @@ func TestScaleCluster(t *testing.T) {
 
 	// Mint: the token is under the contract's key, as written.
 	m := g.mint(t, "clustered")
-	tokKey := "ssogate:tok:" + scaleHash(m.SSOToken)
+	tokKey := "ssogate:tok:" + harness.KeyHash(m.SSOToken)
 	if n, err := cc.Exists(ctx, tokKey).Result(); err != nil || n != 1 {
 		t.Fatalf("EXISTS %s = %d, %v; want the minted token under the SPEC key", tokKey, n, err)
 	}
@@ -471,7 +445,7 @@ func TestScaleCluster(t *testing.T) {
 	if n, _ := cc.Exists(ctx, tokKey).Result(); n != 0 {
 		t.Fatal("the token key is still there after the redemption")
 	}
-	if n, err := cc.Exists(ctx, "ssogate:sess:"+scaleHash(c.Value)).Result(); err != nil || n != 1 {
+	if n, err := cc.Exists(ctx, "ssogate:sess:"+harness.KeyHash(c.Value)).Result(); err != nil || n != 1 {
 		t.Fatalf("session key: EXISTS = %d, %v", n, err)
 	}
 
@@ -479,7 +453,7 @@ func TestScaleCluster(t *testing.T) {
 	if r := g.do(t, http.MethodPost, "/sso/logout", c, "", "Accept: application/json"); r.status != http.StatusNoContent {
 		t.Fatalf("logout: %d %s", r.status, r.body)
 	}
-	scaleEventually(t, "cookie refused after logout", time.Second, func() error {
+	harness.Eventually(t, "cookie refused after logout", time.Second, func() error {
 		if _, status := g.whoami(t, c); status != http.StatusUnauthorized {
 			return fmt.Errorf("answers %d", status)
 		}
@@ -493,7 +467,7 @@ func TestScaleCluster(t *testing.T) {
 	for range 8 {
 		c := g.signIn(t, "revokee")
 		cookies = append(cookies, c)
-		slot, err := cc.ClusterKeySlot(ctx, "ssogate:sess:"+scaleHash(c.Value)).Result()
+		slot, err := cc.ClusterKeySlot(ctx, "ssogate:sess:"+harness.KeyHash(c.Value)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -506,7 +480,7 @@ func TestScaleCluster(t *testing.T) {
 	if r.status != http.StatusOK || !strings.Contains(r.body, `"revoked":8`) {
 		t.Fatalf("revoke: %d %s; want 200 with 8 revoked", r.status, r.body)
 	}
-	scaleEventually(t, "every revoked session refused", time.Second, func() error {
+	harness.Eventually(t, "every revoked session refused", time.Second, func() error {
 		for i, c := range cookies {
 			if _, status := g.whoami(t, c); status != http.StatusUnauthorized {
 				return fmt.Errorf("session %d answers %d", i, status)
@@ -533,11 +507,6 @@ func scaleSlotOwner(t *testing.T, cl *harness.Cluster, slot int64) string {
 	}
 	t.Fatalf("no node serves slot %d", slot)
 	return ""
-}
-
-func scaleHash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
 }
 
 // scaleAccessLog is the access log the README documents: Caddy logs each
@@ -782,11 +751,11 @@ func TestScaleRedeemRateLimit(t *testing.T) {
 		}
 	}
 	for i := range 30 {
-		if r := g.do(t, http.MethodGet, "/redirect/"+scaleHash(fmt.Sprint(i))[:43], nil, "", attacker); r.status != http.StatusForbidden {
+		if r := g.do(t, http.MethodGet, "/redirect/"+harness.KeyHash(fmt.Sprint(i))[:43], nil, "", attacker); r.status != http.StatusForbidden {
 			t.Fatalf("bad token %d: %d, want 403", i+1, r.status)
 		}
 	}
-	r := g.do(t, http.MethodGet, "/redirect/"+scaleHash("31")[:43], nil, "", attacker, "Accept: application/json")
+	r := g.do(t, http.MethodGet, "/redirect/"+harness.KeyHash("31")[:43], nil, "", attacker, "Accept: application/json")
 	retry, err := strconv.Atoi(r.header.Get("Retry-After"))
 	if r.status != http.StatusTooManyRequests || err != nil || retry < 1 || retry > 60 || !strings.Contains(r.body, "rate_limited") {
 		t.Fatalf("31st bad token: %d Retry-After %q %s; want 429 rate_limited, 1 to 60 s", r.status, r.header.Get("Retry-After"), r.body)
@@ -796,7 +765,7 @@ func TestScaleRedeemRateLimit(t *testing.T) {
 	if r := g.do(t, http.MethodGet, "/redirect/"+good.SSOToken, nil, "", attacker); r.status != http.StatusTooManyRequests || r.cookie() != nil {
 		t.Fatalf("good token from the limited client: %d, want 429 and no cookie", r.status)
 	}
-	if n, err := rd.Client().Exists(context.Background(), "ssogate:tok:"+scaleHash(good.SSOToken)).Result(); err != nil || n != 1 {
+	if n, err := rd.Client().Exists(context.Background(), "ssogate:tok:"+harness.KeyHash(good.SSOToken)).Result(); err != nil || n != 1 {
 		t.Fatalf("token consumed by a refused redeem (EXISTS = %d, %v)", n, err)
 	}
 	// Another client behind the same proxy is not limited.
