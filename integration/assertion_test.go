@@ -48,9 +48,9 @@ func assertionBlock(keys ...string) string {
 }
 
 // jwksOf fetches the gateway's key set over HTTPS, as a portal does.
-func jwksOf(t *testing.T, g *scaleGW) jose.JSONWebKeySet {
+func jwksOf(t *testing.T, g *gateway) jose.JSONWebKeySet {
 	t.Helper()
-	r := g.do(t, http.MethodGet, "/sso/jwks.json", nil, "")
+	r := g.read(t, http.MethodGet, "/sso/jwks.json", nil, "")
 	if r.status != http.StatusOK || !strings.Contains(r.header.Get("Cache-Control"), "max-age=") {
 		t.Fatalf("GET %s/sso/jwks.json: %d, Cache-Control %q: %s", g.base, r.status, r.header.Get("Cache-Control"), r.body)
 	}
@@ -161,7 +161,7 @@ func TestIdentityAssertion(t *testing.T) {
 			t.Error("the assertion holds the session id")
 		}
 		// sid is the handle the sessions API lists the session by.
-		r := a.do(t, http.MethodGet, "/sso/sessions?userId=asserted", nil, "", "Authorization: Bearer "+scaleKey)
+		r := a.read(t, http.MethodGet, "/sso/sessions?userId=asserted", nil, "", "Authorization: Bearer "+scaleKey)
 		var listed struct {
 			Sessions []struct {
 				ID string `json:"id"`
@@ -188,14 +188,14 @@ func TestIdentityAssertion(t *testing.T) {
 		up.Reset()
 		for _, name := range []string{"X-Ssogate-Assertion", "X_Ssogate_Assertion"} {
 			for _, path := range []string{"/patients", "/health"} {
-				if r := a.do(t, http.MethodGet, path, cookie, "", name+": "+forged); r.status != http.StatusOK {
+				if r := a.read(t, http.MethodGet, path, cookie, "", name+": "+forged); r.status != http.StatusOK {
 					t.Fatalf("%s with a session: %d", path, r.status)
 				}
 			}
-			if r := a.do(t, http.MethodGet, "/health", nil, "", name+": "+forged); r.status != http.StatusOK {
+			if r := a.read(t, http.MethodGet, "/health", nil, "", name+": "+forged); r.status != http.StatusOK {
 				t.Fatalf("skip path without a session: %d", r.status)
 			}
-			if r := a.do(t, http.MethodGet, "/patients", nil, "", name+": "+forged); r.status != http.StatusUnauthorized {
+			if r := a.read(t, http.MethodGet, "/patients", nil, "", name+": "+forged); r.status != http.StatusUnauthorized {
 				t.Fatalf("gated path without a session: %d, want 401", r.status)
 			}
 		}

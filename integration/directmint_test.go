@@ -104,7 +104,7 @@ func TestDirectMintACLUser(t *testing.T) {
 		}
 	}
 	// The session is untouched.
-	if user, status := (&scaleGW{caddy: g.caddy, base: g.base, client: g.client}).whoami(t, c); user != "someone" {
+	if user, status := g.whoami(t, c); user != "someone" {
 		t.Errorf("the session after the minter's attempts: %d %q", status, user)
 	}
 }

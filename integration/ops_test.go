@@ -29,7 +29,7 @@ func TestOpsHealthFollowsRedis(t *testing.T) {
 	g := scaleStart(t, scaleCaddyfile("admin off", up.Addr(),
 		scaleSite{port: p, store: "store redis " + rd.URL()}), harness.CaddyOptions{}, p)[0]
 
-	health := func() (scaleResp, error) {
+	health := func() (reply, error) {
 		r, err := g.try(http.MethodGet, "/sso/health", nil, "")
 		if err != nil {
 			return r, err
@@ -134,7 +134,7 @@ func TestOpsHandleErrorsBrands(t *testing.T) {
 		{"unknown token", "/redirect/" + strings.Repeat("Z", 43), []string{"Sec-Fetch-Mode: navigate", "Sec-Fetch-Dest: document", "Accept: text/html"},
 			http.StatusForbidden, "<h1>Acme portal</h1><p>403 invalid_or_used_token: This sign-in link was already used or has expired.</p>"},
 	} {
-		r := g.do(t, http.MethodGet, c.path, nil, "", c.headers...)
+		r := g.read(t, http.MethodGet, c.path, nil, "", c.headers...)
 		if r.status != c.status || r.body != c.body {
 			t.Errorf("%s: %d %q, want %d %q", c.what, r.status, r.body, c.status, c.body)
 		}
@@ -146,7 +146,7 @@ func TestOpsHandleErrorsBrands(t *testing.T) {
 		}
 	}
 	// The health endpoint is not an error page: it stays JSON.
-	if r := g.do(t, http.MethodGet, "/sso/health", nil, ""); r.status != http.StatusOK || !strings.Contains(r.body, `"status":"ok"`) {
+	if r := g.read(t, http.MethodGet, "/sso/health", nil, ""); r.status != http.StatusOK || !strings.Contains(r.body, `"status":"ok"`) {
 		t.Errorf("health with error_pages caddy: %d %q", r.status, r.body)
 	}
 }
@@ -198,10 +198,10 @@ func TestOpsMetricsMove(t *testing.T) {
 		}
 		return nil
 	})
-	g.do(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`)
-	g.do(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
-	g.do(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
-	if r := g.do(t, http.MethodDelete, "/sso/sessions?userId=metered", nil, "", "Authorization: Bearer "+mintOnlyKey); r.status != http.StatusForbidden {
+	g.read(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`)
+	g.read(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
+	g.read(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
+	if r := g.read(t, http.MethodDelete, "/sso/sessions?userId=metered", nil, "", "Authorization: Bearer "+mintOnlyKey); r.status != http.StatusForbidden {
 		t.Fatalf("revocation by a mint-only credential: %d %s", r.status, r.body)
 	}
 
