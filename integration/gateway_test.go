@@ -21,12 +21,6 @@ const (
 	clinicKey = "it-clinic-7-f9e8d7c6b5a493827160f5e4d3c2b1a0"
 )
 
-// mintResult is harness.MintAnswer, kept for the tests that still name it.
-type mintResult = harness.MintAnswer
-
-// keyHash is harness.KeyHash, kept for the tests that still call it.
-func keyHash(key string) string { return harness.KeyHash(key) }
-
 // gateway is one https://portal.test:<port> site of a real Caddy with
 // ssogate: the one gateway type of the integration tests. startGateway makes
 // one from SPEC's minimal Caddyfile; scaleStart and mintStart from their own
@@ -116,7 +110,7 @@ https://portal.test:%d {
 	}
 %s
 }
-`, admin, o.global, port, o.store, keyHash(orgAKey), keyHash(clinicKey), o.rateLimit, o.extra, site(upstream))
+`, admin, o.global, port, o.store, harness.KeyHash(orgAKey), harness.KeyHash(clinicKey), o.rateLimit, o.extra, site(upstream))
 }
 
 // defaultSite is the site body of gatewayCaddyfile without gatewayOptions.site.

@@ -161,7 +161,7 @@ func TestOpsMetricsMove(t *testing.T) {
 	p := harness.FreePort(t)
 	// A second credential, allowed only to mint, to be refused a revocation.
 	const mintOnlyKey = "it-mint-only-00112233445566778899aabbccdd"
-	extra := fmt.Sprintf("redeem_rate_limit off\n\t\tcredential mint-only {\n\t\t\tkey_sha256 %s\n\t\t\tusers *\n\t\t}", keyHash(mintOnlyKey))
+	extra := fmt.Sprintf("redeem_rate_limit off\n\t\tcredential mint-only {\n\t\t\tkey_sha256 %s\n\t\t\tusers *\n\t\t}", harness.KeyHash(mintOnlyKey))
 	cf := scaleCaddyfile("", up.Addr(), scaleSite{port: p, store: "store redis " + rd.URL(), extra: extra})
 	g := scaleStart(t, cf, harness.CaddyOptions{}, p)[0]
 	admin := g.caddy.AdminPort()

@@ -31,7 +31,7 @@ const orgBKey = "it-org-b-5e4d3c2b1a0f9e8d7c6b5a4938271605"
 // orgBCredential is an ssogate subdirective for a second tenant with the
 // same powers as emr-org-a but the fixed claim group=org-b.
 var orgBCredential = `credential emr-org-b {
-			key_sha256 ` + keyHash(orgBKey) + `
+			key_sha256 ` + harness.KeyHash(orgBKey) + `
 			users *
 			claims group=org-b
 			allow mint revoke
@@ -270,7 +270,7 @@ func TestSessionsEndWithTheirCreator(t *testing.T) {
 	const tempKey = "it-temp-partner-00aa11bb22cc33dd44ee55ff6677"
 	const secret = "it-signing-secret-k9-0123456789abcdef0123"
 	temp := `credential temp-partner {
-			key_sha256 ` + keyHash(tempKey) + `
+			key_sha256 ` + harness.KeyHash(tempKey) + `
 			users *
 		}
 		signing_key k9 ` + secret
