@@ -133,8 +133,7 @@ func TestIdentityAssertion(t *testing.T) {
 		return scaleSite{port: p, store: "store redis " + rd.URL(), extra: assertionBlock(keys...)}
 	}
 	a := scaleStart(t, scaleCaddyfile("", up.Addr(), site(pa, "k1", k1)), harness.CaddyOptions{}, pa)[0]
-	b := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pb, "k1", k1)), harness.CaddyOptions{DataDir: a.caddy.DataDir()}, pb)[0]
-	b.client = a.client
+	b := scaleTwin(t, a, scaleCaddyfile("admin off", up.Addr(), site(pb, "k1", k1)), pb)
 	cookie := a.signIn(t, "asserted")
 
 	t.Run("UpstreamGetsAJWTThatVerifiesAgainstTheJWKS", func(t *testing.T) {

@@ -463,8 +463,7 @@ func TestChaosGatewayKilledUnderLoad(t *testing.T) {
 		return scaleSite{port: p, store: "store redis " + rd.URL(), extra: "redeem_rate_limit off"}
 	}
 	a := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pa)), harness.CaddyOptions{}, pa)[0]
-	b := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pb)), harness.CaddyOptions{DataDir: a.caddy.DataDir()}, pb)[0]
-	b.client = a.client
+	b := scaleTwin(t, a, scaleCaddyfile("admin off", up.Addr(), site(pb)), pb)
 
 	l := newChaosLoad(up, 25*time.Millisecond, a, b)
 	stop, done := make(chan struct{}), make(chan struct{})

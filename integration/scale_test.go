@@ -69,6 +69,16 @@ func scaleStart(t *testing.T, caddyfile string, opt harness.CaddyOptions, ports 
 	return gws
 }
 
+// scaleTwin starts a second Caddy from caddyfile, serving port, that shares
+// a's data dir (one internal CA, which the second must find made by the
+// first) and a's client: a second instance behind a load balancer.
+func scaleTwin(t *testing.T, a *gateway, caddyfile string, port int) *gateway {
+	t.Helper()
+	b := scaleStart(t, caddyfile, harness.CaddyOptions{DataDir: a.caddy.DataDir()}, port)[0]
+	b.client = a.client
+	return b
+}
+
 // TestScaleTwoInstancesShareRedis runs two Caddy processes on one Redis, as
 // behind a load balancer: a token is redeemed exactly once across both, and a
 // session made on one works on the other.
@@ -83,8 +93,7 @@ func TestScaleTwoInstancesShareRedis(t *testing.T) {
 	}
 	a := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pa)), harness.CaddyOptions{}, pa)[0]
 	// The same data dir: one internal CA, which B must find made by A.
-	b := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pb)), harness.CaddyOptions{DataDir: a.caddy.DataDir()}, pb)[0]
-	b.client = a.client
+	b := scaleTwin(t, a, scaleCaddyfile("admin off", up.Addr(), site(pb)), pb)
 
 	t.Run("ConcurrentRedeemsAcrossInstancesExactlyOneWins", func(t *testing.T) {
 		m := a.mintUser(t, "racer")
