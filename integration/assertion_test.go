@@ -48,9 +48,9 @@ func assertionBlock(keys ...string) string {
 }
 
 // jwksOf fetches the gateway's key set over HTTPS, as a portal does.
-func jwksOf(t *testing.T, g *scaleGW) jose.JSONWebKeySet {
+func jwksOf(t *testing.T, g *gateway) jose.JSONWebKeySet {
 	t.Helper()
-	r := g.do(t, http.MethodGet, "/sso/jwks.json", nil, "")
+	r := g.read(t, http.MethodGet, "/sso/jwks.json", nil, "")
 	if r.status != http.StatusOK || !strings.Contains(r.header.Get("Cache-Control"), "max-age=") {
 		t.Fatalf("GET %s/sso/jwks.json: %d, Cache-Control %q: %s", g.base, r.status, r.header.Get("Cache-Control"), r.body)
 	}
@@ -133,8 +133,7 @@ func TestIdentityAssertion(t *testing.T) {
 		return scaleSite{port: p, store: "store redis " + rd.URL(), extra: assertionBlock(keys...)}
 	}
 	a := scaleStart(t, scaleCaddyfile("", up.Addr(), site(pa, "k1", k1)), harness.CaddyOptions{}, pa)[0]
-	b := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pb, "k1", k1)), harness.CaddyOptions{DataDir: a.caddy.DataDir()}, pb)[0]
-	b.client = a.client
+	b := scaleTwin(t, a, scaleCaddyfile("admin off", up.Addr(), site(pb, "k1", k1)), pb)
 	cookie := a.signIn(t, "asserted")
 
 	t.Run("UpstreamGetsAJWTThatVerifiesAgainstTheJWKS", func(t *testing.T) {
@@ -161,7 +160,7 @@ func TestIdentityAssertion(t *testing.T) {
 			t.Error("the assertion holds the session id")
 		}
 		// sid is the handle the sessions API lists the session by.
-		r := a.do(t, http.MethodGet, "/sso/sessions?userId=asserted", nil, "", "Authorization: Bearer "+scaleKey)
+		r := a.read(t, http.MethodGet, "/sso/sessions?userId=asserted", nil, "", "Authorization: Bearer "+scaleKey)
 		var listed struct {
 			Sessions []struct {
 				ID string `json:"id"`
@@ -188,14 +187,14 @@ func TestIdentityAssertion(t *testing.T) {
 		up.Reset()
 		for _, name := range []string{"X-Ssogate-Assertion", "X_Ssogate_Assertion"} {
 			for _, path := range []string{"/patients", "/health"} {
-				if r := a.do(t, http.MethodGet, path, cookie, "", name+": "+forged); r.status != http.StatusOK {
+				if r := a.read(t, http.MethodGet, path, cookie, "", name+": "+forged); r.status != http.StatusOK {
 					t.Fatalf("%s with a session: %d", path, r.status)
 				}
 			}
-			if r := a.do(t, http.MethodGet, "/health", nil, "", name+": "+forged); r.status != http.StatusOK {
+			if r := a.read(t, http.MethodGet, "/health", nil, "", name+": "+forged); r.status != http.StatusOK {
 				t.Fatalf("skip path without a session: %d", r.status)
 			}
-			if r := a.do(t, http.MethodGet, "/patients", nil, "", name+": "+forged); r.status != http.StatusUnauthorized {
+			if r := a.read(t, http.MethodGet, "/patients", nil, "", name+": "+forged); r.status != http.StatusUnauthorized {
 				t.Fatalf("gated path without a session: %d, want 401", r.status)
 			}
 		}

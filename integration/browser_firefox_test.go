@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,20 +13,18 @@ import (
 // until its document has loaded and done says it is the one awaited.
 func firefoxFrameWhen(t *testing.T, f *harness.Firefox, prefix, what string, done func(browserFrame) bool) browserFrame {
 	t.Helper()
-	deadline := time.Now().Add(browserWait)
 	var last browserFrame
-	var lastErr error
-	for time.Now().Before(deadline) {
+	harness.Eventually(t, "firefox: "+what, browserWait, func() error {
 		var fr browserFrame
-		if lastErr = f.Eval(prefix, browserFrameJS, &fr); lastErr == nil {
-			last = fr
-			if fr.Ready == "complete" && done(fr) {
-				return fr
-			}
+		if err := f.Eval(prefix, browserFrameJS, &fr); err != nil {
+			return fmt.Errorf("last: %v (error %v); frames: %s", last, err, f.Frames())
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("firefox: %s not seen within %v; last: %v (error %v); frames: %s", what, browserWait, last, lastErr, f.Frames())
+		last = fr
+		if fr.Ready == "complete" && done(fr) {
+			return nil
+		}
+		return fmt.Errorf("last: %v; frames: %s", last, f.Frames())
+	})
 	return last
 }
 

@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"html"
 	"net/http"
@@ -80,7 +78,7 @@ func startBrowserSites(t *testing.T) *browserSites {
 	}
 	reverse_proxy %s
 }
-`, base, siteExtra, browserKeyHash(), ssogateExtra, s.upstream.Addr())
+`, base, siteExtra, harness.KeyHash(browserAPIKey), ssogateExtra, s.upstream.Addr())
 	}
 	caddyfile := `{
 	admin off
@@ -117,12 +115,6 @@ func startBrowserSites(t *testing.T) *browserSites {
 		s.caddy.WaitHTTPS(t, fmt.Sprintf("%s:%d", host, s.pagesPort))
 	}
 	return s
-}
-
-// browserKeyHash is the key_sha256 of browserAPIKey.
-func browserKeyHash() string {
-	sum := sha256.Sum256([]byte(browserAPIKey))
-	return hex.EncodeToString(sum[:])
 }
 
 // embedPage mints a sign-in link at gateway for user, landing on
@@ -228,24 +220,20 @@ const browserFrameJS = `(() => {
 // frame navigates (its context destroyed) are retried.
 func browserFrameWhen(t *testing.T, fctx context.Context, what string, done func(browserFrame) bool) browserFrame {
 	t.Helper()
-	deadline := time.Now().Add(browserWait)
 	var last browserFrame
-	var lastErr error
-	for time.Now().Before(deadline) {
+	harness.Eventually(t, "frame: "+what, browserWait, func() error {
 		ctx, cancel := context.WithTimeout(fctx, 2*time.Second)
 		f, err := chromedp.Run(ctx, chromedp.Evaluate[browserFrame](browserFrameJS))
 		cancel()
-		if err == nil {
-			last, lastErr = f, nil
-			if f.Ready == "complete" && done(f) {
-				return f
-			}
-		} else {
-			lastErr = err
+		if err != nil {
+			return fmt.Errorf("last: %v (error %v)", last, err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("frame: %s not seen within %v; last: %v (error %v)", what, browserWait, last, lastErr)
+		last = f
+		if f.Ready == "complete" && done(f) {
+			return nil
+		}
+		return fmt.Errorf("last: %v", last)
+	})
 	return last
 }
 

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -39,8 +41,7 @@ func cacheStatus(t *testing.T, g *gateway, c *http.Cookie) int {
 func cacheWarm(t *testing.T, g *gateway, rds *harness.Redis, c *http.Cookie) {
 	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	harness.Eventually(t, "the session cached", 15*time.Second, func() error {
 		before, err := rds.CommandStats(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -53,33 +54,26 @@ func cacheWarm(t *testing.T, g *gateway, rds *harness.Redis, c *http.Cookie) {
 			t.Fatal(err)
 		}
 		if after["getex"] == before["getex"] && after["get"] == before["get"] {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the session never got cached: every request still reads Redis")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return errors.New("the session never got cached: every request still reads Redis")
+	})
 }
 
 // cacheRefusedBy polls g with c until it answers 401, and fails if it still
 // serves the session within after of since.
 func cacheRefusedBy(t *testing.T, g *gateway, c *http.Cookie, since time.Time, after time.Duration, what string) {
 	t.Helper()
-	deadline := since.Add(after)
-	for {
+	harness.Eventually(t, what, time.Until(since.Add(after)), func() error {
 		s := cacheStatus(t, g, c)
 		if s == http.StatusUnauthorized {
-			return
+			return nil
 		}
 		if s != http.StatusOK {
 			t.Fatalf("%s: the other instance answered %d, want 200 then 401", what, s)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: the other instance still serves the session %s later", what, after)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("the other instance still serves the session %s later", after)
+	})
 }
 
 func TestCacheLogoutReachesEveryInstance(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/ssogate/ssogate/integration/harness"
 )
 
 // Real link scanners' user agents: each fetches a link before the person
@@ -108,7 +110,7 @@ func TestRedeemConfirm(t *testing.T) {
 	}
 	wantTarget := map[string]string{"redirect": "/", "consume_ssotoken": "/app/?x=1", "auth": "https://app.example.com/home"}
 	var minted []string
-	mint := func(user string) mintResult {
+	mint := func(user string) harness.MintAnswer {
 		m := g.mint(t, orgAKey, `{"userId":"`+user+`"}`)
 		minted = append(minted, m.SSOToken)
 		return m

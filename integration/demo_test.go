@@ -2,12 +2,9 @@ package integration
 
 import (
 	"bufio"
-	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -202,19 +199,10 @@ func demoBrowser(t *testing.T, rootFile string) *http.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &net.Dialer{Timeout: 2 * time.Second}
-	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool},
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			_, port, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			return d.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
-		},
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Jar: jar, Timeout: 15 * time.Second}
+	hc := harness.TLSClient(t, pool)
+	hc.CheckRedirect = nil // a browser follows redirects
+	hc.Jar = jar
+	return hc
 }
 
 // demoSignIn navigates to link as a browser's top-level navigation and wants

@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -26,8 +24,7 @@ func directToken(t *testing.T, c *redis.Client, rec map[string]any, ttl time.Dur
 	t.Helper()
 	tok := token.New()
 	b, _ := json.Marshal(rec)
-	sum := sha256.Sum256([]byte(tok))
-	if err := c.SetArgs(context.Background(), "ssogate:tok:"+hex.EncodeToString(sum[:]), b, redis.SetArgs{TTL: ttl, Mode: "NX"}).Err(); err != nil {
+	if err := c.SetArgs(context.Background(), "ssogate:tok:"+harness.KeyHash(tok), b, redis.SetArgs{TTL: ttl, Mode: "NX"}).Err(); err != nil {
 		t.Fatalf("direct mint: %v", err)
 	}
 	return tok
@@ -80,7 +77,7 @@ func TestDirectMintACLUser(t *testing.T) {
 
 	g := startGateway(t, gatewayOptions{store: "store redis " + rd.URL()})
 	c := g.signIn(t, "someone") // a session the minter must not reach
-	sess := "ssogate:sess:" + scaleHash(c.Value)
+	sess := "ssogate:sess:" + harness.KeyHash(c.Value)
 
 	tok := directToken(t, minter, map[string]any{"userId": "minted-by-acl", "iat": time.Now().UTC().Format(time.RFC3339)}, 30*time.Second)
 	resp := g.do(t, http.MethodGet, "/redirect/"+tok, "", nil, navigate...)
@@ -88,7 +85,7 @@ func TestDirectMintACLUser(t *testing.T) {
 		t.Fatalf("token minted by the ACL user: %s; want 302 with a session", resp.Status)
 	}
 
-	tokKey := "ssogate:tok:" + scaleHash(token.New())
+	tokKey := "ssogate:tok:" + harness.KeyHash(token.New())
 	for name, err := range map[string]error{
 		"GET a session":        minter.Get(ctx, sess).Err(),
 		"GETEX a session":      minter.GetEx(ctx, sess, time.Minute).Err(),
@@ -107,7 +104,7 @@ func TestDirectMintACLUser(t *testing.T) {
 		}
 	}
 	// The session is untouched.
-	if user, status := (&scaleGW{caddy: g.caddy, base: g.base, client: g.client}).whoami(t, c); user != "someone" {
+	if user, status := g.whoami(t, c); user != "someone" {
 		t.Errorf("the session after the minter's attempts: %d %q", status, user)
 	}
 }

@@ -42,16 +42,16 @@ type failoverSteps struct {
 // acknowledgement, both redeems signed in: one link, two sessions. Now the
 // first answers 503 (no replica confirmed) and creates nothing, and T signs
 // in exactly once in total.
-func checkConsumedStaysConsumed(t *testing.T, g *scaleGW, s failoverSteps) {
-	m := g.mint(t, "once")
-	key := "ssogate:tok:" + scaleHash(m.SSOToken)
+func checkConsumedStaysConsumed(t *testing.T, g *gateway, s failoverSteps) {
+	m := g.mintUser(t, "once")
+	key := "ssogate:tok:" + harness.KeyHash(m.SSOToken)
 	master, replica := s.shard(key)
 	harness.WaitReplicated(t, master, replica)
 
 	s.freeze(replica)
 	harness.CutReplicas(t, master)
 	sessions := 0
-	first := g.do(t, http.MethodGet, "/redirect/"+m.SSOToken, nil, "", navigate...)
+	first := g.read(t, http.MethodGet, "/redirect/"+m.SSOToken, nil, "", navigate...)
 	if first.cookie() != nil {
 		sessions++
 	}
@@ -72,12 +72,12 @@ func checkConsumedStaysConsumed(t *testing.T, g *scaleGW, s failoverSteps) {
 
 	// The gateway reaches the new master: a fresh token of the same shard
 	// signs in (after an outage answered 503, as it should).
-	scaleEventually(t, "sign-in on the new master", 20*time.Second, func() error {
+	harness.Eventually(t, "sign-in on the new master", 20*time.Second, func() error {
 		p, err := g.tryMint("probe")
 		if err != nil {
 			return err
 		}
-		if pm, _ := s.shard("ssogate:tok:" + scaleHash(p.SSOToken)); pm != replica {
+		if pm, _ := s.shard("ssogate:tok:" + harness.KeyHash(p.SSOToken)); pm != replica {
 			return fmt.Errorf("probe token on another shard")
 		}
 		r, err := g.try(http.MethodGet, "/redirect/"+p.SSOToken, nil, "", navigate...)
@@ -90,7 +90,7 @@ func checkConsumedStaysConsumed(t *testing.T, g *scaleGW, s failoverSteps) {
 		return nil
 	})
 
-	second := g.do(t, http.MethodGet, "/redirect/"+m.SSOToken, nil, "", navigate...)
+	second := g.read(t, http.MethodGet, "/redirect/"+m.SSOToken, nil, "", navigate...)
 	if second.cookie() != nil {
 		sessions++
 	}
@@ -196,7 +196,7 @@ func TestFailoverClusterConsumedTokenStaysConsumed(t *testing.T) {
 // twice at once on two gateways; a session it gets is used once, and so is
 // no session at all.
 type chaosLoad struct {
-	gws      []*scaleGW
+	gws      []*gateway
 	up       *harness.Upstream
 	interval time.Duration
 
@@ -215,20 +215,20 @@ type chaosTick struct {
 	ok bool
 }
 
-func newChaosLoad(up *harness.Upstream, interval time.Duration, gws ...*scaleGW) *chaosLoad {
+func newChaosLoad(up *harness.Upstream, interval time.Duration, gws ...*gateway) *chaosLoad {
 	return &chaosLoad{gws: gws, up: up, interval: interval, sessions: map[string]int{}, statuses: map[int]int{}}
 }
 
 // target replaces the gateways the next ticks use, as a load balancer
 // taking a dead instance out does.
-func (l *chaosLoad) target(gws ...*scaleGW) {
+func (l *chaosLoad) target(gws ...*gateway) {
 	l.mu.Lock()
 	l.gws = gws
 	l.mu.Unlock()
 }
 
 // note counts one answer.
-func (l *chaosLoad) note(what string, r scaleResp, err error) {
+func (l *chaosLoad) note(what string, r reply, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
@@ -242,7 +242,7 @@ func (l *chaosLoad) note(what string, r scaleResp, err error) {
 }
 
 // redeem redeems tok on g as a browser's navigation and counts a session.
-func (l *chaosLoad) redeem(g *scaleGW, tok, user string) bool {
+func (l *chaosLoad) redeem(g *gateway, tok, user string) bool {
 	r, err := g.try(http.MethodGet, "/redirect/"+tok, nil, "", navigate...)
 	l.note("redeem", r, err)
 	if err != nil || r.cookie() == nil {
@@ -276,7 +276,7 @@ func (l *chaosLoad) tick(i int) {
 	r, err := g.try(http.MethodPost, "/sso/tokens", nil, `{"userId":"`+user+`"}`,
 		"Authorization: Bearer "+scaleKey, "Content-Type: application/json")
 	l.note("mint", r, err)
-	var m scaleMinted
+	var m harness.MintAnswer
 	if err == nil && r.status == http.StatusCreated {
 		err = json.Unmarshal([]byte(r.body), &m)
 	} else if err == nil {
@@ -288,7 +288,7 @@ func (l *chaosLoad) tick(i int) {
 		l.mu.Unlock()
 		var wg sync.WaitGroup
 		var won atomic.Int32
-		for _, gw := range []*scaleGW{g, other} {
+		for _, gw := range []*gateway{g, other} {
 			wg.Go(func() {
 				if l.redeem(gw, m.SSOToken, user) {
 					won.Add(1)
@@ -355,7 +355,7 @@ func (l *chaosLoad) recovered(from time.Time) (time.Duration, bool) {
 
 // replay redeems every minted token once more, after the deployment has
 // settled: a token whose consumption a failover lost would sign in again.
-func (l *chaosLoad) replay(g *scaleGW) {
+func (l *chaosLoad) replay(g *gateway) {
 	l.mu.Lock()
 	minted := append([]string(nil), l.minted...)
 	l.mu.Unlock()
@@ -463,8 +463,7 @@ func TestChaosGatewayKilledUnderLoad(t *testing.T) {
 		return scaleSite{port: p, store: "store redis " + rd.URL(), extra: "redeem_rate_limit off"}
 	}
 	a := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pa)), harness.CaddyOptions{}, pa)[0]
-	b := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pb)), harness.CaddyOptions{DataDir: a.caddy.DataDir()}, pb)[0]
-	b.client = a.client
+	b := scaleTwin(t, a, scaleCaddyfile("admin off", up.Addr(), site(pb)), pb)
 
 	l := newChaosLoad(up, 25*time.Millisecond, a, b)
 	stop, done := make(chan struct{}), make(chan struct{})

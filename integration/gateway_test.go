@@ -2,9 +2,7 @@ package integration
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,19 +21,29 @@ const (
 	clinicKey = "it-clinic-7-f9e8d7c6b5a493827160f5e4d3c2b1a0"
 )
 
-func keyHash(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
-}
-
-// gateway is a real Caddy with ssogate on https://portal.test:<port>, in front
-// of a real upstream.
+// gateway is one https://portal.test:<port> site of a real Caddy with
+// ssogate: the one gateway type of the integration tests. startGateway makes
+// one from SPEC's minimal Caddyfile; scaleStart and mintStart from their own
+// Caddyfiles, several on one Caddy or several Caddys sharing a data dir.
 type gateway struct {
 	caddy    *harness.Caddy
-	upstream *harness.Upstream
+	upstream *harness.Upstream // nil when the test runs its own
 	port     int
 	base     string // https://portal.test:<port>
 	client   *http.Client
+	key      string // the API key signIn and mintUser mint with
+}
+
+// newGateway waits until c serves https://portal.test:<port> and returns its
+// gateway, with client (c.Client when nil) and the API key signIn uses.
+func newGateway(t *testing.T, c *harness.Caddy, port int, key string, client *http.Client, up *harness.Upstream) *gateway {
+	t.Helper()
+	hostport := fmt.Sprintf("portal.test:%d", port)
+	c.WaitHTTPS(t, hostport)
+	if client == nil {
+		client = c.Client(t)
+	}
+	return &gateway{caddy: c, upstream: up, port: port, base: "https://" + hostport, client: client, key: key}
 }
 
 // gatewayOptions shape the Caddyfile of startGateway.
@@ -102,7 +110,7 @@ https://portal.test:%d {
 	}
 %s
 }
-`, admin, o.global, port, o.store, keyHash(orgAKey), keyHash(clinicKey), o.rateLimit, o.extra, site(upstream))
+`, admin, o.global, port, o.store, harness.KeyHash(orgAKey), harness.KeyHash(clinicKey), o.rateLimit, o.extra, site(upstream))
 }
 
 // defaultSite is the site body of gatewayCaddyfile without gatewayOptions.site.
@@ -125,9 +133,7 @@ func startGateway(t *testing.T, o gatewayOptions) *gateway {
 		port = harness.FreePort(t)
 	}
 	c := harness.StartCaddy(t, gatewayCaddyfile(port, up.Addr(), o), o.caddy)
-	hostport := fmt.Sprintf("portal.test:%d", port)
-	c.WaitHTTPS(t, hostport)
-	return &gateway{caddy: c, upstream: up, port: port, base: "https://" + hostport, client: c.Client(t)}
+	return newGateway(t, c, port, orgAKey, nil, up)
 }
 
 // reload gives the running gateway the Caddyfile of o (same port and
@@ -141,6 +147,21 @@ func (g *gateway) reload(t *testing.T, o gatewayOptions) {
 // do sends a request; header pairs are "Name: value" strings.
 func (g *gateway) do(t *testing.T, method, path, body string, cookie *http.Cookie, headers ...string) *http.Response {
 	t.Helper()
+	req, err := g.request(method, path, body, cookie, headers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// request builds a request for path (on the gateway) or an absolute URL;
+// header pairs are "Name: value" strings.
+func (g *gateway) request(method, path, body string, cookie *http.Cookie, headers ...string) (*http.Request, error) {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -151,7 +172,7 @@ func (g *gateway) do(t *testing.T, method, path, body string, cookie *http.Cooki
 	}
 	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	for _, h := range headers {
 		k, v, _ := strings.Cut(h, ":")
@@ -160,50 +181,164 @@ func (g *gateway) do(t *testing.T, method, path, body string, cookie *http.Cooki
 	if cookie != nil {
 		req.AddCookie(cookie)
 	}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
-}
-
-// mintResult is the 201 body of POST /sso/tokens.
-type mintResult struct {
-	ID, SSOToken, UserID, CreatedByApplicationID, CreationTimestamp, ExpiresAt, URL string
+	return req, nil
 }
 
 // mint calls the API and fails the test unless it answers 201.
-func (g *gateway) mint(t *testing.T, key, body string) mintResult {
+func (g *gateway) mint(t *testing.T, key, body string) harness.MintAnswer {
 	t.Helper()
 	resp := g.do(t, http.MethodPost, "/sso/tokens", body, nil, "Authorization: Bearer "+key, "Content-Type: application/json")
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("mint %s: %s %s", body, resp.Status, b)
 	}
-	var m mintResult
+	var m harness.MintAnswer
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatalf("mint answer %s: %v", b, err)
 	}
 	return m
 }
 
-// signIn redeems a fresh token for user and returns the session cookie.
+// signIn mints a token for user with the gateway's key, redeems its link
+// and returns the session cookie.
 func (g *gateway) signIn(t *testing.T, user string) *http.Cookie {
 	t.Helper()
-	m := g.mint(t, orgAKey, `{"userId":"`+user+`"}`)
-	resp := g.do(t, http.MethodGet, m.URL, "", nil)
-	c := sessionCookie(resp)
-	if resp.StatusCode != http.StatusFound || c == nil {
-		t.Fatalf("redeem: %s, cookie %v", resp.Status, c)
+	return g.redeem(t, g.mintUser(t, user).URL)
+}
+
+// tryMint mints a token for user with the gateway's key; a non-201 answer
+// is an error. It is for goroutines and polling.
+func (g *gateway) tryMint(user string) (harness.MintAnswer, error) {
+	r, err := g.try(http.MethodPost, "/sso/tokens", nil, `{"userId":"`+user+`"}`,
+		"Authorization: Bearer "+g.key, "Content-Type: application/json")
+	if err != nil {
+		return harness.MintAnswer{}, err
 	}
-	return c
+	if r.status != http.StatusCreated {
+		return harness.MintAnswer{}, fmt.Errorf("mint: %d %s", r.status, r.body)
+	}
+	var m harness.MintAnswer
+	if err := json.Unmarshal([]byte(r.body), &m); err != nil || m.SSOToken == "" {
+		return harness.MintAnswer{}, fmt.Errorf("mint answer %q: %v", r.body, err)
+	}
+	return m, nil
+}
+
+// mintUser mints a token for user with the gateway's key.
+func (g *gateway) mintUser(t *testing.T, user string) harness.MintAnswer {
+	t.Helper()
+	m, err := g.tryMint(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// redeem opens link (a path or URL) and returns the session cookie, failing
+// unless the gateway answers 302 with one.
+func (g *gateway) redeem(t *testing.T, link string) *http.Cookie {
+	t.Helper()
+	r := g.read(t, http.MethodGet, link, nil, "")
+	if r.status != http.StatusFound || r.cookie() == nil {
+		t.Fatalf("redeem on %s: %d, cookie %v; want 302 with a session cookie", g.base, r.status, r.cookie())
+	}
+	return r.cookie()
+}
+
+// whoami is the user the upstream saw for a request with cookie, or the
+// status when the request was not proxied.
+func (g *gateway) whoami(t *testing.T, cookie *http.Cookie) (string, int) {
+	t.Helper()
+	r := g.read(t, http.MethodGet, "/whoami", cookie, "")
+	if r.status != http.StatusOK {
+		return "", r.status
+	}
+	var saw upstreamSaw
+	if err := json.Unmarshal([]byte(r.body), &saw); err != nil {
+		t.Fatalf("upstream answer %q: %v", r.body, err)
+	}
+	return saw.User, r.status
+}
+
+// reply is a response read whole.
+type reply struct {
+	status int
+	header http.Header
+	body   string
+	took   time.Duration
+}
+
+// cookie is the session cookie the response sets, or nil.
+func (r reply) cookie() *http.Cookie {
+	return sessionCookie(&http.Response{Header: r.header})
+}
+
+// read sends one request and reads the response whole; headers are
+// "Name: value" pairs.
+func (g *gateway) read(t *testing.T, method, path string, cookie *http.Cookie, body string, headers ...string) reply {
+	t.Helper()
+	r, err := g.try(method, path, cookie, body, headers...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return r
+}
+
+// try is read for goroutines and polling: it returns the error.
+func (g *gateway) try(method, path string, cookie *http.Cookie, body string, headers ...string) (reply, error) {
+	req, err := g.request(method, path, body, cookie, headers...)
+	if err != nil {
+		return reply{}, err
+	}
+	start := time.Now()
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return reply{status: resp.StatusCode, header: resp.Header, body: string(b), took: time.Since(start)}, err
+}
+
+// call sends one request as an API client does (Accept: application/json,
+// the bearer key unless empty) and returns the response with its body read.
+func (g *gateway) call(t *testing.T, method, target, key, body string, cookie *http.Cookie) (*http.Response, string) {
+	t.Helper()
+	headers := []string{"Accept: application/json"}
+	if key != "" {
+		headers = append(headers, "Authorization: Bearer "+key)
+	}
+	req, err := g.request(method, target, body, cookie, headers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, target, err)
+	}
+	return resp, string(b)
 }
 
 // sessionCookie is the __Host-ssogate cookie a response sets, or nil.
 func sessionCookie(resp *http.Response) *http.Cookie {
 	for _, c := range resp.Cookies() {
 		if c.Name == "__Host-ssogate" {
+			return c
+		}
+	}
+	return nil
+}
+
+// issuedCookie is the session cookie a response sets with a value (not one
+// that clears it), or nil.
+func issuedCookie(resp *http.Response) *http.Cookie {
+	for _, c := range resp.Cookies() {
+		if c.Name == "__Host-ssogate" && c.Value != "" {
 			return c
 		}
 	}

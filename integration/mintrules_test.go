@@ -37,7 +37,7 @@ func rulesCredential(claims string) string {
 			users *
 			request_claims %s
 		}
-		signing_key k2 %s`, keyHash(partnerKey), claims, rulesSecret)
+		signing_key k2 %s`, harness.KeyHash(partnerKey), claims, rulesSecret)
 }
 
 // caddyValidate runs `caddy validate` on a Caddyfile and returns its error
@@ -150,7 +150,7 @@ func TestMintRules(t *testing.T) {
 			return
 		}
 		// What that token does: {http.auth.user.id} must still be the user.
-		var m mintResult
+		var m harness.MintAnswer
 		if err := json.Unmarshal([]byte(body), &m); err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +185,7 @@ func TestMintRules(t *testing.T) {
 			{`{"userId":""}`, http.StatusForbidden},
 		} {
 			tok := mintRandom()
-			if err := rds.Client().SetNX(ctx, "ssogate:tok:"+keyHash(tok), tc.record, 30*time.Second).Err(); err != nil {
+			if err := rds.Client().SetNX(ctx, "ssogate:tok:"+harness.KeyHash(tok), tc.record, 30*time.Second).Err(); err != nil {
 				t.Fatal(err)
 			}
 			if status, _ := rulesRedeem(t, g, "/redirect/"+tok); status != tc.status {
@@ -235,7 +235,7 @@ func TestMintRulesLoneSurrogates(t *testing.T) {
 			t.Errorf("mint claim value %q: %d %.160s, want 400", id, status, body)
 		}
 		tok := mintRandom()
-		if err := rds.Client().SetNX(context.Background(), "ssogate:tok:"+keyHash(tok), `{"userId":"`+id+`"}`, 30*time.Second).Err(); err != nil {
+		if err := rds.Client().SetNX(context.Background(), "ssogate:tok:"+harness.KeyHash(tok), `{"userId":"`+id+`"}`, 30*time.Second).Err(); err != nil {
 			t.Fatal(err)
 		}
 		if status, _ := rulesRedeem(t, g, "/redirect/"+tok); status != http.StatusForbidden {

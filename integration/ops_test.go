@@ -29,7 +29,7 @@ func TestOpsHealthFollowsRedis(t *testing.T) {
 	g := scaleStart(t, scaleCaddyfile("admin off", up.Addr(),
 		scaleSite{port: p, store: "store redis " + rd.URL()}), harness.CaddyOptions{}, p)[0]
 
-	health := func() (scaleResp, error) {
+	health := func() (reply, error) {
 		r, err := g.try(http.MethodGet, "/sso/health", nil, "")
 		if err != nil {
 			return r, err
@@ -94,11 +94,11 @@ func TestOpsHealthFollowsRedis(t *testing.T) {
 	// No credential, no session: a load balancer's plain GET.
 	rd.Kill()
 	killed := time.Now()
-	scaleEventually(t, "503 after Redis was killed", 2*time.Second, want(http.StatusServiceUnavailable, down))
+	harness.Eventually(t, "503 after Redis was killed", 2*time.Second, want(http.StatusServiceUnavailable, down))
 	t.Logf("503 %v after the kill", time.Since(killed).Round(time.Millisecond))
 	rd.Restart()
 	restarted := time.Now()
-	scaleEventually(t, "200 after Redis came back", 10*time.Second, want(http.StatusOK, ok))
+	harness.Eventually(t, "200 after Redis came back", 10*time.Second, want(http.StatusOK, ok))
 	t.Logf("200 %v after Redis restarted", time.Since(restarted).Round(time.Millisecond))
 	// The same Caddy process all along.
 	if n := strings.Count(g.caddy.Logs(), "serving initial configuration"); n != 1 {
@@ -134,7 +134,7 @@ func TestOpsHandleErrorsBrands(t *testing.T) {
 		{"unknown token", "/redirect/" + strings.Repeat("Z", 43), []string{"Sec-Fetch-Mode: navigate", "Sec-Fetch-Dest: document", "Accept: text/html"},
 			http.StatusForbidden, "<h1>Acme portal</h1><p>403 invalid_or_used_token: This sign-in link was already used or has expired.</p>"},
 	} {
-		r := g.do(t, http.MethodGet, c.path, nil, "", c.headers...)
+		r := g.read(t, http.MethodGet, c.path, nil, "", c.headers...)
 		if r.status != c.status || r.body != c.body {
 			t.Errorf("%s: %d %q, want %d %q", c.what, r.status, r.body, c.status, c.body)
 		}
@@ -146,7 +146,7 @@ func TestOpsHandleErrorsBrands(t *testing.T) {
 		}
 	}
 	// The health endpoint is not an error page: it stays JSON.
-	if r := g.do(t, http.MethodGet, "/sso/health", nil, ""); r.status != http.StatusOK || !strings.Contains(r.body, `"status":"ok"`) {
+	if r := g.read(t, http.MethodGet, "/sso/health", nil, ""); r.status != http.StatusOK || !strings.Contains(r.body, `"status":"ok"`) {
 		t.Errorf("health with error_pages caddy: %d %q", r.status, r.body)
 	}
 }
@@ -161,7 +161,7 @@ func TestOpsMetricsMove(t *testing.T) {
 	p := harness.FreePort(t)
 	// A second credential, allowed only to mint, to be refused a revocation.
 	const mintOnlyKey = "it-mint-only-00112233445566778899aabbccdd"
-	extra := fmt.Sprintf("redeem_rate_limit off\n\t\tcredential mint-only {\n\t\t\tkey_sha256 %s\n\t\t\tusers *\n\t\t}", keyHash(mintOnlyKey))
+	extra := fmt.Sprintf("redeem_rate_limit off\n\t\tcredential mint-only {\n\t\t\tkey_sha256 %s\n\t\t\tusers *\n\t\t}", harness.KeyHash(mintOnlyKey))
 	cf := scaleCaddyfile("", up.Addr(), scaleSite{port: p, store: "store redis " + rd.URL(), extra: extra})
 	g := scaleStart(t, cf, harness.CaddyOptions{}, p)[0]
 	admin := g.caddy.AdminPort()
@@ -191,17 +191,17 @@ func TestOpsMetricsMove(t *testing.T) {
 	g.whoami(t, c)
 	// The cache serves sessions once its subscription to Redis is proven
 	// live (right after a start it asks the store every time).
-	scaleEventually(t, "a session served from the cache", 5*time.Second, func() error {
+	harness.Eventually(t, "a session served from the cache", 5*time.Second, func() error {
 		g.whoami(t, c)
 		if d := scaleMetricDelta(before, scaleScrape(t, admin)); d[`ssogate_session_cache_hits_total`] < 1 {
 			return fmt.Errorf("no hit yet: %v misses", d[`ssogate_session_cache_misses_total`])
 		}
 		return nil
 	})
-	g.do(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`)
-	g.do(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
-	g.do(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
-	if r := g.do(t, http.MethodDelete, "/sso/sessions?userId=metered", nil, "", "Authorization: Bearer "+mintOnlyKey); r.status != http.StatusForbidden {
+	g.read(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`)
+	g.read(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
+	g.read(t, http.MethodPost, "/sso/tokens", nil, `{"userId":"x"}`, "Authorization: Bearer not-a-key-0123456789abcdef")
+	if r := g.read(t, http.MethodDelete, "/sso/sessions?userId=metered", nil, "", "Authorization: Bearer "+mintOnlyKey); r.status != http.StatusForbidden {
 		t.Fatalf("revocation by a mint-only credential: %d %s", r.status, r.body)
 	}
 
@@ -223,7 +223,7 @@ func TestOpsMetricsMove(t *testing.T) {
 	}
 
 	rd.Kill()
-	scaleEventually(t, "ssogate_store_up at 0 with Redis killed", 5*time.Second, func() error {
+	harness.Eventually(t, "ssogate_store_up at 0 with Redis killed", 5*time.Second, func() error {
 		g.try(http.MethodGet, "/sso/health", nil, "")
 		if v := scaleScrape(t, admin)["ssogate_store_up"]; v != 0 {
 			return fmt.Errorf("ssogate_store_up %v", v)
@@ -231,7 +231,7 @@ func TestOpsMetricsMove(t *testing.T) {
 		return nil
 	})
 	rd.Restart()
-	scaleEventually(t, "ssogate_store_up back at 1", 10*time.Second, func() error {
+	harness.Eventually(t, "ssogate_store_up back at 1", 10*time.Second, func() error {
 		g.try(http.MethodGet, "/sso/health", nil, "")
 		if v := scaleScrape(t, admin)["ssogate_store_up"]; v != 1 {
 			return fmt.Errorf("ssogate_store_up %v", v)

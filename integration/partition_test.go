@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -61,20 +62,16 @@ func stopsServing(t *testing.T, g *gateway, c *http.Cookie, since time.Time, lim
 func afterResume(t *testing.T, b *gateway, proxy *harness.Proxy, c *http.Cookie) {
 	t.Helper()
 	proxy.Resume()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	harness.Eventually(t, "recovery from the partition", 15*time.Second, func() error {
 		s := b.status(t, c)
 		if s == http.StatusOK {
 			t.Fatal("after the link came back, the ended session was served again")
 		}
-		if s == http.StatusUnauthorized {
-			break
+		if s != http.StatusUnauthorized {
+			return fmt.Errorf("the instance never recovered from the partition: %d", s)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the instance never recovered from the partition: %d", s)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	for range 5 {
 		if s := b.status(t, c); s != http.StatusUnauthorized {
 			t.Fatalf("after recovery: %d, want 401", s)

@@ -106,8 +106,8 @@ func readmeCaddyfile(t *testing.T, fenced map[string][]string, port int, redisUR
 	}{
 		{"https://portal.test:8443 {", fmt.Sprintf("https://portal.localhost:%d {", port), 1},
 		{"redis://127.0.0.1:6379/0", redisURL, 1},
-		{"<64 hex chars>", keyHash(orgAKey), 1},
-		{"<64 hex chars>", keyHash(clinicKey), 1},
+		{"<64 hex chars>", harness.KeyHash(orgAKey), 1},
+		{"<64 hex chars>", harness.KeyHash(clinicKey), 1},
 		{"reverse_proxy 127.0.0.1:9000", "reverse_proxy " + upstream, 1},
 		{"\tssogate {\n", "\tssogate {\n\t\t" + signing + "\n", 1},
 	} {

@@ -3,11 +3,8 @@ package integration
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"sort"
@@ -38,7 +35,6 @@ type scaleSite struct {
 func scaleCaddyfile(global, upstream string, sites ...scaleSite) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "{\n\tskip_install_trust\n\tauto_https disable_redirects\n\t%s\n}\n", global)
-	sum := sha256.Sum256([]byte(scaleKey))
 	for _, s := range sites {
 		fmt.Fprintf(&b, `https://portal.test:%d {
 	tls internal
@@ -55,172 +51,32 @@ func scaleCaddyfile(global, upstream string, sites ...scaleSite) string {
 	}
 	reverse_proxy %s
 }
-`, s.port, s.site, s.store, hex.EncodeToString(sum[:]), s.extra, upstream)
+`, s.port, s.site, s.store, harness.KeyHash(scaleKey), s.extra, upstream)
 	}
 	return b.String()
 }
 
-// scaleGW is one site of a running Caddy.
-type scaleGW struct {
-	caddy  *harness.Caddy
-	base   string // https://portal.test:<port>
-	client *http.Client
-}
-
 // scaleStart runs caddyfile, waits for each port's site to serve HTTPS and
-// returns one scaleGW per port, in order.
-func scaleStart(t *testing.T, caddyfile string, opt harness.CaddyOptions, ports ...int) []*scaleGW {
+// returns one gateway per port, in order, minting with scaleKey.
+func scaleStart(t *testing.T, caddyfile string, opt harness.CaddyOptions, ports ...int) []*gateway {
 	t.Helper()
 	c := harness.StartCaddy(t, caddyfile, opt)
 	client := c.Client(t)
-	var gws []*scaleGW
+	var gws []*gateway
 	for _, p := range ports {
-		hp := fmt.Sprintf("portal.test:%d", p)
-		c.WaitHTTPS(t, hp)
-		gws = append(gws, &scaleGW{caddy: c, base: "https://" + hp, client: client})
+		gws = append(gws, newGateway(t, c, p, scaleKey, client, nil))
 	}
 	return gws
 }
 
-// scaleResp is a response read whole.
-type scaleResp struct {
-	status int
-	header http.Header
-	body   string
-	took   time.Duration
-}
-
-// cookie is the session cookie the response sets, or nil.
-func (r scaleResp) cookie() *http.Cookie {
-	for _, c := range (&http.Response{Header: r.header}).Cookies() {
-		if c.Name == "__Host-ssogate" {
-			return c
-		}
-	}
-	return nil
-}
-
-// do sends one request; headers are "Name: value" pairs.
-func (g *scaleGW) do(t *testing.T, method, path string, cookie *http.Cookie, body string, headers ...string) scaleResp {
+// scaleTwin starts a second Caddy from caddyfile, serving port, that shares
+// a's data dir (one internal CA, which the second must find made by the
+// first) and a's client: a second instance behind a load balancer.
+func scaleTwin(t *testing.T, a *gateway, caddyfile string, port int) *gateway {
 	t.Helper()
-	r, err := g.try(method, path, cookie, body, headers...)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	return r
-}
-
-// try is do for goroutines and polling: it returns the error.
-func (g *scaleGW) try(method, path string, cookie *http.Cookie, body string, headers ...string) (scaleResp, error) {
-	url := path
-	if strings.HasPrefix(path, "/") {
-		url = g.base + path
-	}
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return scaleResp{}, err
-	}
-	for _, h := range headers {
-		k, v, _ := strings.Cut(h, ":")
-		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
-	}
-	if cookie != nil {
-		req.AddCookie(cookie)
-	}
-	start := time.Now()
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return scaleResp{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return scaleResp{status: resp.StatusCode, header: resp.Header, body: string(b), took: time.Since(start)}, err
-}
-
-// scaleMinted is the part of the mint answer the scale tests use.
-type scaleMinted struct {
-	SSOToken string `json:"ssoToken"`
-	URL      string `json:"url"`
-}
-
-// tryMint mints a token for user; a non-201 answer is an error.
-func (g *scaleGW) tryMint(user string) (scaleMinted, error) {
-	r, err := g.try(http.MethodPost, "/sso/tokens", nil, `{"userId":"`+user+`"}`,
-		"Authorization: Bearer "+scaleKey, "Content-Type: application/json")
-	if err != nil {
-		return scaleMinted{}, err
-	}
-	if r.status != http.StatusCreated {
-		return scaleMinted{}, fmt.Errorf("mint: %d %s", r.status, r.body)
-	}
-	var m scaleMinted
-	if err := json.Unmarshal([]byte(r.body), &m); err != nil || m.SSOToken == "" {
-		return scaleMinted{}, fmt.Errorf("mint answer %q: %v", r.body, err)
-	}
-	return m, nil
-}
-
-func (g *scaleGW) mint(t *testing.T, user string) scaleMinted {
-	t.Helper()
-	m, err := g.tryMint(user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// redeem redeems tok on this gateway and returns the session cookie.
-func (g *scaleGW) redeem(t *testing.T, tok string) *http.Cookie {
-	t.Helper()
-	r := g.do(t, http.MethodGet, "/redirect/"+tok, nil, "")
-	if r.status != http.StatusFound || r.cookie() == nil {
-		t.Fatalf("redeem on %s: %d, cookie %v; want 302 with a session cookie", g.base, r.status, r.cookie())
-	}
-	return r.cookie()
-}
-
-// signIn mints on g for user and redeems on g.
-func (g *scaleGW) signIn(t *testing.T, user string) *http.Cookie {
-	t.Helper()
-	return g.redeem(t, g.mint(t, user).SSOToken)
-}
-
-// whoami is the user the upstream saw for a request with cookie, or the
-// status when the request was not proxied.
-func (g *scaleGW) whoami(t *testing.T, cookie *http.Cookie) (string, int) {
-	t.Helper()
-	r := g.do(t, http.MethodGet, "/whoami", cookie, "")
-	if r.status != http.StatusOK {
-		return "", r.status
-	}
-	var saw struct {
-		User string `json:"user"`
-	}
-	if err := json.Unmarshal([]byte(r.body), &saw); err != nil {
-		t.Fatalf("upstream answer %q: %v", r.body, err)
-	}
-	return saw.User, r.status
-}
-
-// scaleEventually polls cond every 50ms until it returns nil, failing the test
-// with its last error after timeout.
-func scaleEventually(t *testing.T, what string, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	b := scaleStart(t, caddyfile, harness.CaddyOptions{DataDir: a.caddy.DataDir()}, port)[0]
+	b.client = a.client
+	return b
 }
 
 // TestScaleTwoInstancesShareRedis runs two Caddy processes on one Redis, as
@@ -237,11 +93,10 @@ func TestScaleTwoInstancesShareRedis(t *testing.T) {
 	}
 	a := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pa)), harness.CaddyOptions{}, pa)[0]
 	// The same data dir: one internal CA, which B must find made by A.
-	b := scaleStart(t, scaleCaddyfile("admin off", up.Addr(), site(pb)), harness.CaddyOptions{DataDir: a.caddy.DataDir()}, pb)[0]
-	b.client = a.client
+	b := scaleTwin(t, a, scaleCaddyfile("admin off", up.Addr(), site(pb)), pb)
 
 	t.Run("ConcurrentRedeemsAcrossInstancesExactlyOneWins", func(t *testing.T) {
-		m := a.mint(t, "racer")
+		m := a.mintUser(t, "racer")
 		const n = 500
 		var won, refused atomic.Int32
 		var wg sync.WaitGroup
@@ -279,19 +134,19 @@ func TestScaleTwoInstancesShareRedis(t *testing.T) {
 	})
 
 	t.Run("MintedOnARedeemedOnBWorksOnBoth", func(t *testing.T) {
-		m := a.mint(t, "roamer")
-		c := b.redeem(t, m.SSOToken)
-		for _, gw := range []*scaleGW{a, b} {
+		m := a.mintUser(t, "roamer")
+		c := b.redeem(t, "/redirect/"+m.SSOToken)
+		for _, gw := range []*gateway{a, b} {
 			if user, status := gw.whoami(t, c); user != "roamer" {
 				t.Fatalf("session made on B, request to %s: %d as %q; want roamer", gw.base, status, user)
 			}
 		}
 		// A logout on A ends the session on B too (B may have it cached
 		// until the invalidation arrives: SPEC allows a second).
-		if r := a.do(t, http.MethodPost, "/sso/logout", c, ""); r.status >= 300 && r.status != http.StatusSeeOther {
+		if r := a.read(t, http.MethodPost, "/sso/logout", c, ""); r.status >= 300 && r.status != http.StatusSeeOther {
 			t.Fatalf("logout on A: %d", r.status)
 		}
-		scaleEventually(t, "logout on A reaching B", time.Second, func() error {
+		harness.Eventually(t, "logout on A reaching B", time.Second, func() error {
 			if _, status := b.whoami(t, c); status != http.StatusUnauthorized {
 				return fmt.Errorf("B answers %d", status)
 			}
@@ -312,7 +167,7 @@ func TestScaleRedisOutage(t *testing.T) {
 		scaleSite{port: p, store: "store redis " + rd.URL(), extra: "redeem_rate_limit off"}), harness.CaddyOptions{}, p)[0]
 
 	good := g.signIn(t, "steady")
-	pending := g.mint(t, "pending")
+	pending := g.mintUser(t, "pending")
 	if user, _ := g.whoami(t, good); user != "steady" {
 		t.Fatalf("before the outage: whoami %q", user)
 	}
@@ -323,24 +178,24 @@ func TestScaleRedisOutage(t *testing.T) {
 	var took []time.Duration
 	for i := range 20 {
 		// Redeem: the token cannot be checked.
-		r := g.do(t, http.MethodGet, "/redirect/"+pending.SSOToken, nil, "", "Accept: application/json")
+		r := g.read(t, http.MethodGet, "/redirect/"+pending.SSOToken, nil, "", "Accept: application/json")
 		if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "store_unavailable") || r.cookie() != nil {
 			t.Fatalf("redeem %d during the outage: %d %s, cookie %v; want 503 store_unavailable, no cookie", i, r.status, r.body, r.cookie())
 		}
 		took = append(took, r.took)
 		// A cookie that cannot be checked is not let through.
-		r = g.do(t, http.MethodGet, "/records", forged, "")
+		r = g.read(t, http.MethodGet, "/records", forged, "")
 		if r.status != http.StatusServiceUnavailable {
 			t.Fatalf("unknown cookie during the outage: %d, want 503", r.status)
 		}
 		took = append(took, r.took)
 		// No cookie needs no store: 401 as always.
-		if r := g.do(t, http.MethodGet, "/records", nil, ""); r.status != http.StatusUnauthorized {
+		if r := g.read(t, http.MethodGet, "/records", nil, ""); r.status != http.StatusUnauthorized {
 			t.Fatalf("no cookie during the outage: %d, want 401", r.status)
 		}
 		// A real session may be served from this instance's cache for
 		// an instant; after that it waits for the store too.
-		if r := g.do(t, http.MethodGet, "/records", good, ""); r.status != http.StatusOK && r.status != http.StatusServiceUnavailable {
+		if r := g.read(t, http.MethodGet, "/records", good, ""); r.status != http.StatusOK && r.status != http.StatusServiceUnavailable {
 			t.Fatalf("valid cookie during the outage: %d, want 503 (or 200 from the cache)", r.status)
 		}
 		// Minting needs the store as well.
@@ -368,7 +223,7 @@ func TestScaleRedisOutage(t *testing.T) {
 	// The data is gone with the restart (no persistence), so a fresh sign-in
 	// proves the recovery, without restarting Caddy.
 	start := time.Now()
-	scaleEventually(t, "sign-in after Redis restarted", 15*time.Second, func() error {
+	harness.Eventually(t, "sign-in after Redis restarted", 15*time.Second, func() error {
 		m, err := g.tryMint("after")
 		if err != nil {
 			return err
@@ -408,7 +263,7 @@ func TestScaleSentinelFailover(t *testing.T) {
 		}
 	}
 	// Minted on one, redeemed on the other: both reach the same master.
-	if user, _ := gws[1].whoami(t, gws[1].redeem(t, gws[0].mint(t, "crossed").SSOToken)); user != "crossed" {
+	if user, _ := gws[1].whoami(t, gws[1].redeem(t, "/redirect/"+gws[0].mintUser(t, "crossed").SSOToken)); user != "crossed" {
 		t.Fatalf("token minted via the block form, redeemed via the URL form: whoami %q", user)
 	}
 
@@ -425,7 +280,7 @@ func TestScaleSentinelFailover(t *testing.T) {
 	s.AddReplica(newMaster)
 	for _, g := range gws {
 		start := time.Now()
-		scaleEventually(t, g.base+" sign-in after the failover", 20*time.Second, func() error {
+		harness.Eventually(t, g.base+" sign-in after the failover", 20*time.Second, func() error {
 			m, err := g.tryMint("after-failover")
 			if err != nil {
 				return err
@@ -458,28 +313,28 @@ func TestScaleCluster(t *testing.T) {
 	cc := cl.Client()
 
 	// Mint: the token is under the contract's key, as written.
-	m := g.mint(t, "clustered")
-	tokKey := "ssogate:tok:" + scaleHash(m.SSOToken)
+	m := g.mintUser(t, "clustered")
+	tokKey := "ssogate:tok:" + harness.KeyHash(m.SSOToken)
 	if n, err := cc.Exists(ctx, tokKey).Result(); err != nil || n != 1 {
 		t.Fatalf("EXISTS %s = %d, %v; want the minted token under the SPEC key", tokKey, n, err)
 	}
 	// Redeem and a gated request.
-	c := g.redeem(t, m.SSOToken)
+	c := g.redeem(t, "/redirect/"+m.SSOToken)
 	if user, status := g.whoami(t, c); user != "clustered" {
 		t.Fatalf("gated request: %d as %q", status, user)
 	}
 	if n, _ := cc.Exists(ctx, tokKey).Result(); n != 0 {
 		t.Fatal("the token key is still there after the redemption")
 	}
-	if n, err := cc.Exists(ctx, "ssogate:sess:"+scaleHash(c.Value)).Result(); err != nil || n != 1 {
+	if n, err := cc.Exists(ctx, "ssogate:sess:"+harness.KeyHash(c.Value)).Result(); err != nil || n != 1 {
 		t.Fatalf("session key: EXISTS = %d, %v", n, err)
 	}
 
 	// Logout.
-	if r := g.do(t, http.MethodPost, "/sso/logout", c, "", "Accept: application/json"); r.status != http.StatusNoContent {
+	if r := g.read(t, http.MethodPost, "/sso/logout", c, "", "Accept: application/json"); r.status != http.StatusNoContent {
 		t.Fatalf("logout: %d %s", r.status, r.body)
 	}
-	scaleEventually(t, "cookie refused after logout", time.Second, func() error {
+	harness.Eventually(t, "cookie refused after logout", time.Second, func() error {
 		if _, status := g.whoami(t, c); status != http.StatusUnauthorized {
 			return fmt.Errorf("answers %d", status)
 		}
@@ -493,7 +348,7 @@ func TestScaleCluster(t *testing.T) {
 	for range 8 {
 		c := g.signIn(t, "revokee")
 		cookies = append(cookies, c)
-		slot, err := cc.ClusterKeySlot(ctx, "ssogate:sess:"+scaleHash(c.Value)).Result()
+		slot, err := cc.ClusterKeySlot(ctx, "ssogate:sess:"+harness.KeyHash(c.Value)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -502,11 +357,11 @@ func TestScaleCluster(t *testing.T) {
 	if len(nodes) < 2 {
 		t.Logf("all 8 sessions landed on one node (possible, unlikely)")
 	}
-	r := g.do(t, http.MethodDelete, "/sso/sessions?userId=revokee", nil, "", "Authorization: Bearer "+scaleKey)
+	r := g.read(t, http.MethodDelete, "/sso/sessions?userId=revokee", nil, "", "Authorization: Bearer "+scaleKey)
 	if r.status != http.StatusOK || !strings.Contains(r.body, `"revoked":8`) {
 		t.Fatalf("revoke: %d %s; want 200 with 8 revoked", r.status, r.body)
 	}
-	scaleEventually(t, "every revoked session refused", time.Second, func() error {
+	harness.Eventually(t, "every revoked session refused", time.Second, func() error {
 		for i, c := range cookies {
 			if _, status := g.whoami(t, c); status != http.StatusUnauthorized {
 				return fmt.Errorf("session %d answers %d", i, status)
@@ -535,11 +390,6 @@ func scaleSlotOwner(t *testing.T, cl *harness.Cluster, slot int64) string {
 	return ""
 }
 
-func scaleHash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
-}
-
 // scaleAccessLog is the access log the README documents: Caddy logs each
 // request's URI as it arrived, before any handler runs, so the tokens in
 // redeem links must be filtered out of it by the log's own encoder.
@@ -563,8 +413,8 @@ func TestScaleLogsHoldNoSecrets(t *testing.T) {
 	var secrets []string
 	keep := func(s string) string { secrets = append(secrets, s); return s }
 	for i, route := range []string{"/redirect/%s", "/consume_ssotoken/?ssoToken=%s&redirect=/app", "/auth?sso_token=%s&next=/home"} {
-		tok := keep(g.mint(t, fmt.Sprint("logged-", i)).SSOToken)
-		r := g.do(t, http.MethodGet, fmt.Sprintf(route, tok), nil, "")
+		tok := keep(g.mintUser(t, fmt.Sprint("logged-", i)).SSOToken)
+		r := g.read(t, http.MethodGet, fmt.Sprintf(route, tok), nil, "")
 		c := r.cookie()
 		if r.status != http.StatusFound || c == nil {
 			t.Fatalf("redeem %s: %d", route, r.status)
@@ -574,13 +424,13 @@ func TestScaleLogsHoldNoSecrets(t *testing.T) {
 			t.Fatalf("session of %s does not work", route)
 		}
 		// A replay and a bad redirect are logged as rejections.
-		g.do(t, http.MethodGet, fmt.Sprintf(route, tok), nil, "")
-		g.do(t, http.MethodGet, "/auth?sso_token="+tok+"&next=https://evil.test/", nil, "")
+		g.read(t, http.MethodGet, fmt.Sprintf(route, tok), nil, "")
+		g.read(t, http.MethodGet, "/auth?sso_token="+tok+"&next=https://evil.test/", nil, "")
 	}
 	c := g.signIn(t, "leaver")
 	keep(c.Value)
-	g.do(t, http.MethodPost, "/sso/logout", c, "")
-	g.do(t, http.MethodDelete, "/sso/sessions?userId=logged-0", nil, "", "Authorization: Bearer "+scaleKey)
+	g.read(t, http.MethodPost, "/sso/logout", c, "")
+	g.read(t, http.MethodDelete, "/sso/sessions?userId=logged-0", nil, "", "Authorization: Bearer "+scaleKey)
 	keep(scaleKey)
 
 	logs := g.caddy.Logs()
@@ -685,10 +535,10 @@ func TestScaleMetrics(t *testing.T) {
 	}
 
 	c := g.signIn(t, "counted")
-	g.do(t, http.MethodGet, "/redirect/"+strings.Repeat("x", 43), nil, "")
-	g.do(t, http.MethodGet, "/auth?sso_token="+strings.Repeat("y", 43)+"&next=https://evil.test/", nil, "")
-	g.do(t, http.MethodPost, "/sso/logout", c, "")
-	g.do(t, http.MethodDelete, "/sso/sessions?userId=counted", nil, "", "Authorization: Bearer "+scaleKey)
+	g.read(t, http.MethodGet, "/redirect/"+strings.Repeat("x", 43), nil, "")
+	g.read(t, http.MethodGet, "/auth?sso_token="+strings.Repeat("y", 43)+"&next=https://evil.test/", nil, "")
+	g.read(t, http.MethodPost, "/sso/logout", c, "")
+	g.read(t, http.MethodDelete, "/sso/sessions?userId=counted", nil, "", "Authorization: Bearer "+scaleKey)
 
 	delta := scaleMetricDelta(before, scaleScrape(t, admin))
 	for series, want := range map[string]float64{
@@ -744,19 +594,19 @@ func TestScaleReloadKeepsTokensAndSessions(t *testing.T) {
 	}
 	before := make([]held, len(gws))
 	for i, g := range gws {
-		before[i] = held{token: g.mint(t, "unredeemed").SSOToken, cookie: g.signIn(t, "reloaded")}
+		before[i] = held{token: g.mintUser(t, "unredeemed").SSOToken, cookie: g.signIn(t, "reloaded")}
 	}
 
 	gws[0].caddy.Reload(t, config("v2"))
 
 	for i, g := range gws {
-		if r := g.do(t, http.MethodGet, "/whoami", before[i].cookie, ""); r.header.Get("X-Config") != "v2" {
+		if r := g.read(t, http.MethodGet, "/whoami", before[i].cookie, ""); r.header.Get("X-Config") != "v2" {
 			t.Fatalf("%s: X-Config %q after the reload; the new config is not running", g.base, r.header.Get("X-Config"))
 		}
 		if user, status := g.whoami(t, before[i].cookie); user != "reloaded" {
 			t.Errorf("%s: a session from before the reload: %d as %q", g.base, status, user)
 		}
-		if user, _ := g.whoami(t, g.redeem(t, before[i].token)); user != "unredeemed" {
+		if user, _ := g.whoami(t, g.redeem(t, "/redirect/"+before[i].token)); user != "unredeemed" {
 			t.Errorf("%s: a token minted before the reload signs in as %q", g.base, user)
 		}
 	}
@@ -774,33 +624,33 @@ func TestScaleRedeemRateLimit(t *testing.T) {
 	g := scaleStart(t, scaleCaddyfile(global, up.Addr(), scaleSite{port: p, store: "store redis " + rd.URL()}), harness.CaddyOptions{}, p)[0]
 	const attacker, other = "X-Forwarded-For: 198.51.100.7", "X-Forwarded-For: 198.51.100.8"
 
-	good := g.mint(t, "patient")
+	good := g.mintUser(t, "patient")
 	// Bad redirect targets do not count, however many.
 	for range 40 {
-		if r := g.do(t, http.MethodGet, "/auth?sso_token="+good.SSOToken+"&next=https://evil.test/", nil, "", attacker); r.status != http.StatusBadRequest {
+		if r := g.read(t, http.MethodGet, "/auth?sso_token="+good.SSOToken+"&next=https://evil.test/", nil, "", attacker); r.status != http.StatusBadRequest {
 			t.Fatalf("bad redirect: %d, want 400", r.status)
 		}
 	}
 	for i := range 30 {
-		if r := g.do(t, http.MethodGet, "/redirect/"+scaleHash(fmt.Sprint(i))[:43], nil, "", attacker); r.status != http.StatusForbidden {
+		if r := g.read(t, http.MethodGet, "/redirect/"+harness.KeyHash(fmt.Sprint(i))[:43], nil, "", attacker); r.status != http.StatusForbidden {
 			t.Fatalf("bad token %d: %d, want 403", i+1, r.status)
 		}
 	}
-	r := g.do(t, http.MethodGet, "/redirect/"+scaleHash("31")[:43], nil, "", attacker, "Accept: application/json")
+	r := g.read(t, http.MethodGet, "/redirect/"+harness.KeyHash("31")[:43], nil, "", attacker, "Accept: application/json")
 	retry, err := strconv.Atoi(r.header.Get("Retry-After"))
 	if r.status != http.StatusTooManyRequests || err != nil || retry < 1 || retry > 60 || !strings.Contains(r.body, "rate_limited") {
 		t.Fatalf("31st bad token: %d Retry-After %q %s; want 429 rate_limited, 1 to 60 s", r.status, r.header.Get("Retry-After"), r.body)
 	}
 	// A good token from that client is refused too, and not consumed: the
 	// store was not asked.
-	if r := g.do(t, http.MethodGet, "/redirect/"+good.SSOToken, nil, "", attacker); r.status != http.StatusTooManyRequests || r.cookie() != nil {
+	if r := g.read(t, http.MethodGet, "/redirect/"+good.SSOToken, nil, "", attacker); r.status != http.StatusTooManyRequests || r.cookie() != nil {
 		t.Fatalf("good token from the limited client: %d, want 429 and no cookie", r.status)
 	}
-	if n, err := rd.Client().Exists(context.Background(), "ssogate:tok:"+scaleHash(good.SSOToken)).Result(); err != nil || n != 1 {
+	if n, err := rd.Client().Exists(context.Background(), "ssogate:tok:"+harness.KeyHash(good.SSOToken)).Result(); err != nil || n != 1 {
 		t.Fatalf("token consumed by a refused redeem (EXISTS = %d, %v)", n, err)
 	}
 	// Another client behind the same proxy is not limited.
-	if r := g.do(t, http.MethodGet, "/redirect/"+good.SSOToken, nil, "", other); r.status != http.StatusFound {
+	if r := g.read(t, http.MethodGet, "/redirect/"+good.SSOToken, nil, "", other); r.status != http.StatusFound {
 		t.Fatalf("good token from another client: %d, want 302", r.status)
 	}
 	if !strings.Contains(g.caddy.Logs(), `"reason":"rate limited","client_ip":"198.51.100.7"`) {

@@ -338,31 +338,7 @@ func (n navigating) RoundTrip(req *http.Request) (*http.Response, error) {
 // scripts do.
 func (c *Caddy) BareClient(t testing.TB) *http.Client {
 	t.Helper()
-	roots := c.RootCAs(t)
-	d := &net.Dialer{Timeout: 2 * time.Second}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
-			_, port, err := net.SplitHostPort(address)
-			if err != nil {
-				return nil, err
-			}
-			return d.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
-		},
-		TLSClientConfig:       &tls.Config{RootCAs: roots},
-		ForceAttemptHTTP2:     true,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: 10 * time.Second,
-		IdleConnTimeout:       30 * time.Second,
-		MaxIdleConnsPerHost:   16,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{
-		Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-		Timeout: 15 * time.Second,
-	}
+	return TLSClient(t, c.RootCAs(t))
 }
 
 // JarClient is Client with a cookie jar, for a test that walks the browser's

@@ -1,15 +1,18 @@
-// Command bench is ssogate's load benchmark, `make bench`:
+// Package bench is ssogate's load benchmark, `make bench`: a Go benchmark,
+// BenchmarkGateway in bench_test.go, run once with the real *testing.B:
 //
-//	go run ./integration/bench [-rounds 5] [-duration 3s] [-conns 16] [-out bench-results/latest.md]
+//	go test -run '^$' -bench Gateway -benchtime 1x -timeout 15m ./integration/bench \
+//		[-rounds 5] [-duration 3s] [-conns 16] [-out bench-results/latest.md]
 //
-// In one run, on this machine and loopback only, it starts redis-server, a
-// fixed upstream (1 KiB body), Caddy with a plain reverse_proxy, and Caddy
-// with ssogate (store redis) in front of the same upstream, once with the
-// session cache, once with `session_cache off` and once with
-// identity_assertion (a signed JWT on every request), then measures:
+// In one run, on this machine and loopback only, it starts through the
+// integration harness redis-server, a fixed upstream (1 KiB body), Caddy with
+// a plain reverse_proxy, and Caddy with ssogate (store redis) in front of the
+// same upstream, once with the session cache, once with `session_cache off`
+// and once with identity_assertion (a signed JWT on every request), then
+// measures:
 //
 //   - signed-in requests/s and p50/p99 latency of each, in alternating rounds
-//     (medians), with its own HTTP/1.1 keep-alive load generator;
+//     (medians), with its own HTTP/1.1 keep-alive load generator (load.go);
 //   - redeem latency at a fixed 1,000 redeems/s (open loop), without and
 //     with a replica's confirmation of each consumed token (a replica on
 //     loopback, consume_replicas 1), and the most
@@ -18,17 +21,15 @@
 //   - memory per idle session of the memory store, and the gate's
 //     allocations per request (the caddymodule Go benchmarks).
 //
-// It prints a markdown report and writes it to -out. Nothing is asserted: the
-// numbers are for the README and for spotting regressions by eye.
-package main
+// It prints a markdown report, writes it to -out and reports the headline
+// figures as benchmark metrics. Nothing is asserted: the numbers are for the
+// README and for spotting regressions by eye.
+package bench
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -41,6 +42,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -52,7 +54,7 @@ import (
 	"github.com/ssogate/ssogate/plugins/store/memory"
 )
 
-// options are the command line flags.
+// options are the benchmark's flags (bench_test.go).
 type options struct {
 	rounds     int
 	duration   time.Duration
@@ -64,52 +66,13 @@ type options struct {
 	out        string
 }
 
-func main() {
-	var o options
-	flag.IntVar(&o.rounds, "rounds", 5, "alternating throughput rounds per configuration")
-	flag.DurationVar(&o.duration, "duration", 3*time.Second, "length of each throughput round")
-	flag.IntVar(&o.conns, "conns", 16, "keep-alive connections (one signed-in browser each)")
-	flag.IntVar(&o.redeemRate, "redeem-rate", 1000, "redeems per second of the fixed-rate run")
-	flag.DurationVar(&o.redeemFor, "redeem-for", 5*time.Second, "length of the fixed-rate redeem run")
-	flag.IntVar(&o.sessions, "sessions", 100000, "sessions in the memory store measurement")
-	flag.StringVar(&o.benchtime, "benchtime", "500ms", "-benchtime of the Go benchmarks")
-	flag.StringVar(&o.out, "out", "bench-results/latest.md", "report file, relative to the module root")
-	flag.Parse()
-	// Caddy's packages, linked in for the memory store, send the standard
-	// logger to zap; progress goes to stderr as plain lines instead.
-	log.SetOutput(os.Stderr)
-	log.SetFlags(log.Ltime)
-
-	root, err := harness.ModuleRoot()
-	if err != nil {
-		log.Fatalf("bench: %v", err)
-	}
-	t := newBenchTB()
-	var md string
-	if !t.run(func() { md = run(t, o, root) }) {
-		log.Fatal("bench: failed")
-	}
-	fmt.Print(md)
-	out := o.out
-	if !filepath.IsAbs(out) {
-		out = filepath.Join(root, out)
-	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		log.Fatalf("bench: %v", err)
-	}
-	if err := os.WriteFile(out, []byte(md), 0o644); err != nil {
-		log.Fatalf("bench: %v", err)
-	}
-	log.Printf("wrote %s", out)
-}
-
 // target is one Caddy configuration under test.
 type target struct {
 	name string
 	addr string // 127.0.0.1:port
 }
 
-func run(t *benchTB, o options, root string) string {
+func run(t testing.TB, o options, root string) *report {
 	began := time.Now()
 	r := &report{opts: o, date: began.UTC().Format("2006-01-02 15:04 MST"), loadBefore: loadAverage()}
 
@@ -121,8 +84,7 @@ func run(t *benchTB, o options, root string) string {
 	replica.WaitSynced(t)
 	up := startUpstream(t)
 	apiKey := token.New()
-	sum := sha256.Sum256([]byte(apiKey))
-	keyHash := hex.EncodeToString(sum[:])
+	keyHash := harness.KeyHash(apiKey)
 
 	gated := startCaddy(t, "ssogate, session cache (default)", gatedSite(rds.URL(), keyHash, up, ""), 401)
 	uncached := startCaddy(t, "ssogate, session_cache off", gatedSite(rds.URL(), keyHash, up, "session_cache off"), 401)
@@ -151,7 +113,7 @@ func run(t *benchTB, o options, root string) string {
 	// made), and the CPU's frequency.
 	for _, tg := range targets {
 		res, err := closedLoop(tg.addr, reqs[tg.name], 200, time.Second)
-		t.check(err, "warm-up %s", tg.name)
+		check(t, err, "warm-up %s", tg.name)
 		if res.errors > 0 {
 			t.Fatalf("warm-up %s: %d errors, first: %v", tg.name, res.errors, res.firstErr)
 		}
@@ -168,7 +130,7 @@ func run(t *benchTB, o options, root string) string {
 			tg := targets[(rn+k)%len(targets)]
 			before := commandStats(t, rds)
 			res, err := closedLoop(tg.addr, reqs[tg.name], 200, o.duration)
-			t.check(err, "round %d %s", rn+1, tg.name)
+			check(t, err, "round %d %s", rn+1, tg.name)
 			if res.errors > 0 {
 				t.Fatalf("round %d %s: %d errors, first: %v", rn+1, tg.name, res.errors, res.firstErr)
 			}
@@ -187,7 +149,7 @@ func run(t *benchTB, o options, root string) string {
 	links := mintDirect(t, rds.Client(), gated.addr, n)
 	before := commandStats(t, rds)
 	res, err := openLoop(gated.addr, 32, n, time.Second/time.Duration(o.redeemRate), func(i int) []byte { return links[i] }, 302)
-	t.check(err, "fixed-rate redeem")
+	check(t, err, "fixed-rate redeem")
 	if res.errors > 0 {
 		t.Fatalf("fixed-rate redeem: %d errors, first: %v", res.errors, res.firstErr)
 	}
@@ -201,7 +163,7 @@ func run(t *benchTB, o options, root string) string {
 	links = mintDirect(t, rds.Client(), confirmed.addr, n)
 	before = commandStats(t, rds)
 	res, err = openLoop(confirmed.addr, 32, n, time.Second/time.Duration(o.redeemRate), func(i int) []byte { return links[i] }, 302)
-	t.check(err, "fixed-rate confirmed redeem")
+	check(t, err, "fixed-rate confirmed redeem")
 	if res.errors > 0 {
 		t.Fatalf("fixed-rate confirmed redeem: %d errors, first: %v", res.errors, res.firstErr)
 	}
@@ -214,7 +176,7 @@ func run(t *benchTB, o options, root string) string {
 	log.Print("redeem: maximum rate, closed loop")
 	links = mintDirect(t, rds.Client(), gated.addr, 40000)
 	res, err = drainLoop(gated.addr, o.conns, links, 302, 3*time.Second)
-	t.check(err, "maximum redeem rate")
+	check(t, err, "maximum redeem rate")
 	if res.errors > 0 {
 		t.Fatalf("maximum redeem rate: %d errors, first: %v", res.errors, res.firstErr)
 	}
@@ -231,33 +193,30 @@ func run(t *benchTB, o options, root string) string {
 	r.cpu = cpuModel()
 	r.loadAfter = loadAverage()
 	r.took = time.Since(began)
-	return r.markdown()
+	return r
 }
 
 // waitWarmCache waits until every session is in the gateway's cache: a
 // round of one request per session costs Redis no command. The gateway
 // bypasses its cache for a few seconds after its Redis subscription is made,
 // which a fast start may not have left behind yet.
-func waitWarmCache(t *benchTB, rds *harness.Redis, tg target, reqs [][]byte) {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+func waitWarmCache(t testing.TB, rds *harness.Redis, tg target, reqs [][]byte) {
+	harness.Eventually(t, "a warm session cache", 15*time.Second, func() error {
 		before := commandStats(t, rds)
 		for _, req := range reqs {
 			c, err := dial(tg.addr)
-			t.check(err, "cache probe")
+			check(t, err, "cache probe")
 			status, _, err := c.do(req, false)
 			c.close()
 			if err != nil || status != 200 {
 				t.Fatalf("cache probe: status %d, %v", status, err)
 			}
 		}
-		if n := commandStats(t, rds)["getex"] - before["getex"]; n == 0 {
-			return
-		} else if time.Now().After(deadline) {
-			t.Fatalf("session cache still cold after 15s: %d of %d requests asked Redis", n, len(reqs))
+		if n := commandStats(t, rds)["getex"] - before["getex"]; n != 0 {
+			return fmt.Errorf("session cache still cold: %d of %d requests asked Redis", n, len(reqs))
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // gatedSite is the site block of a gateway in front of upstream.
@@ -280,7 +239,7 @@ func gatedSite(redisURL, keyHash, upstream, extra string) string {
 // startCaddy runs one Caddy with site on a free port, over cleartext HTTP:
 // TLS costs the same with and without the gateway, so it would only dilute
 // the difference measured. It returns once the site answers want on /.
-func startCaddy(t *benchTB, name, site string, want int) target {
+func startCaddy(t testing.TB, name, site string, want int) target {
 	port := harness.FreePort(t)
 	cf := fmt.Sprintf(`{
 	admin off
@@ -292,29 +251,26 @@ http://:%d {
 `, port, site)
 	harness.StartCaddy(t, cf, harness.CaddyOptions{})
 	tg := target{name: name, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	harness.Eventually(t, name+" on "+tg.addr, 30*time.Second, func() error {
 		resp, err := http.Get("http://" + tg.addr + "/")
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return tg
-			}
-			err = fmt.Errorf("status %d, want %d", resp.StatusCode, want)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s on %s: %v", name, tg.addr, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			return fmt.Errorf("status %d, want %d", resp.StatusCode, want)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return tg
 }
 
 // startUpstream serves the same 1 KiB page to every request, as a portal's
 // cached page would, and returns its address.
-func startUpstream(t *benchTB) string {
+func startUpstream(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	t.check(err, "upstream listen")
+	check(t, err, "upstream listen")
 	body := bytes.Repeat([]byte("x"), 1024)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -332,31 +288,29 @@ func startUpstream(t *benchTB) string {
 
 // signIn mints a link through the API and redeems it, as an embedding app
 // and its user's browser would, and returns the session cookie's value.
-func signIn(t *benchTB, addr, apiKey, user string) string {
+func signIn(t testing.TB, addr, apiKey, user string) string {
 	hc := &http.Client{
 		Timeout:       10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/sso/tokens", strings.NewReader(`{"userId":"`+user+`"}`))
-	t.check(err, "mint request")
+	check(t, err, "mint request")
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := hc.Do(req)
-	t.check(err, "mint")
-	var minted struct {
-		SSOToken string `json:"ssoToken"`
-	}
+	check(t, err, "mint")
+	var minted harness.MintAnswer
 	err = json.NewDecoder(resp.Body).Decode(&minted)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated || err != nil {
 		t.Fatalf("mint: %s %v", resp.Status, err)
 	}
 	req, err = http.NewRequest(http.MethodGet, "http://"+addr+"/redirect/"+minted.SSOToken, nil)
-	t.check(err, "redeem request")
+	check(t, err, "redeem request")
 	req.Header.Set("Sec-Fetch-Mode", "navigate") // a browser's navigation redeems at once
 	req.Header.Set("Sec-Fetch-Dest", "document")
 	resp, err = hc.Do(req)
-	t.check(err, "redeem")
+	check(t, err, "redeem")
 	resp.Body.Close()
 	for _, c := range resp.Cookies() {
 		if c.Name == "__Host-ssogate" && c.Value != "" {
@@ -369,7 +323,7 @@ func signIn(t *benchTB, addr, apiKey, user string) string {
 
 // mintDirect writes n tokens straight into Redis, as a backend minting with
 // the documented key schema does, and returns their redeem requests.
-func mintDirect(t *benchTB, rc *goredis.Client, addr string, n int) [][]byte {
+func mintDirect(t testing.TB, rc *goredis.Client, addr string, n int) [][]byte {
 	reqs := make([][]byte, n)
 	ctx := context.Background()
 	iat := time.Now().UTC().Format(time.RFC3339)
@@ -383,15 +337,15 @@ func mintDirect(t *benchTB, rc *goredis.Client, addr string, n int) [][]byte {
 			reqs[i] = getRequest(addr, "/redirect/"+tok, "")
 		}
 		_, err := pipe.Exec(ctx)
-		t.check(err, "minting %d tokens", n)
+		check(t, err, "minting %d tokens", n)
 	}
 	return reqs
 }
 
 // commandStats snapshots INFO commandstats.
-func commandStats(t *benchTB, r *harness.Redis) map[string]int64 {
+func commandStats(t testing.TB, r *harness.Redis) map[string]int64 {
 	s, err := r.CommandStats(context.Background())
-	t.check(err, "INFO commandstats")
+	check(t, err, "INFO commandstats")
 	return s
 }
 
@@ -445,7 +399,7 @@ func (c commandCount) perRequest() string {
 // returns the heap growth per session, after a full GC on both sides. The
 // sessions look like real ones: their own user id, the claims their
 // organisation stamps on every session.
-func memoryPerSession(t *benchTB, n int) float64 {
+func memoryPerSession(t testing.TB, n int) float64 {
 	ctx := context.Background()
 	m := memory.New(time.Now, time.Hour)
 	defer m.Close()
@@ -462,7 +416,7 @@ func memoryPerSession(t *benchTB, n int) float64 {
 		// The user id is made here, so that it counts: the store keeps
 		// the caller's string.
 		s := store.Session{UserID: fmt.Sprintf("user-%07d", i), Claims: claims, CreatedAt: now, ExpiresAt: now.Add(12 * time.Hour)}
-		t.check(m.AddSession(ctx, k, s, 30*time.Minute), "AddSession")
+		check(t, m.AddSession(ctx, k, s, 30*time.Minute), "AddSession")
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&ms1)
@@ -472,7 +426,7 @@ func memoryPerSession(t *benchTB, n int) float64 {
 }
 
 // goBenchmarks runs the caddymodule microbenchmarks and returns their lines.
-func goBenchmarks(t *benchTB, root, benchtime string) []string {
+func goBenchmarks(t testing.TB, root, benchtime string) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "test", "-run=^$", "-bench=.", "-benchmem", "-benchtime="+benchtime, "./caddymodule/")
@@ -519,10 +473,18 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float
 
 // assertionConfig is the identity_assertion block of the gateway that signs
 // identities, with a fresh key file.
-func assertionConfig(t *benchTB) string {
+func assertionConfig(t testing.TB) string {
 	pemBytes, _, err := assertion.NewKeyPEM()
-	t.check(err, "assertion key")
+	check(t, err, "assertion key")
 	path := filepath.Join(t.TempDir(), "assertion.pem")
-	t.check(os.WriteFile(path, pemBytes, 0o600), "assertion key file")
+	check(t, os.WriteFile(path, pemBytes, 0o600), "assertion key file")
 	return "identity_assertion {\n\t\t\tkey bench " + path + "\n\t\t}"
+}
+
+// check fails the run with a message when err is not nil.
+func check(t testing.TB, err error, what string, args ...any) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
+	}
 }
