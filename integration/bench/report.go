@@ -78,7 +78,8 @@ func (r *report) markdown() string {
 		r.date, r.cpu, runtime.NumCPU(), runtime.Version(), runtime.GOARCH, r.took.Round(time.Second), r.loadBefore, r.loadAfter)
 	fmt.Fprintf(&b, "Loopback only; load generator, upstream, Caddy and Redis share the machine. "+
 		"Signed-in traffic: cleartext HTTP/1.1 keep-alive, %d connections (one signed-in browser each, "+
-		"with the portal's own cookies), `GET /patients/42`, upstream answers 1 KiB; %d alternating rounds "+
+		"with the portal's own cookies), `GET /patients/42`, upstream answers 1 KiB; every ssogate "+
+		"configuration has `embed_from` on (frame-ancestors and Set-Cookie rewriting); %d alternating rounds "+
 		"of %s per configuration, medians.\n\n", o.conns, o.rounds, o.duration)
 
 	fmt.Fprintf(&b, "| Signed-in requests | req/s | p50 | p99 | vs plain (median of per-round ratios) |\n|---|--:|--:|--:|--:|\n")

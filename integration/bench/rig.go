@@ -230,6 +230,9 @@ func gatedSite(redisURL, keyHash, upstream, extra string) string {
 		}
 		# All load comes from one IP, which the failure limit would count.
 		redeem_rate_limit off
+		# The portal embedded, as the product is used: every response
+		# carries the framing policy and has its cookies rewritten.
+		embed_from https://emr.test
 		%s
 	}
 	reverse_proxy %s
