@@ -294,7 +294,10 @@ func (rt *redeemRoute) link(tok, rawTarget string) string {
 }
 
 // probeCookieName is the session cookie's name with -probe appended.
-func (h *Handler) probeCookieName() string { return h.CookieName + "-probe" }
+func (h *Handler) probeCookieName() string { return h.CookieName + probeSuffix }
+
+// probeSuffix makes the probe cookie's name from the session cookie's.
+const probeSuffix = "-probe"
 
 // probeCookie has the attributes of the session cookie, so that the browser
 // keeping it proves it will keep the session; an empty value deletes it. Its

@@ -61,13 +61,12 @@ func (h *Handler) dropOwnCookies(r *http.Request) {
 	if !own {
 		return
 	}
-	probe := h.probeCookieName()
 	var b strings.Builder
 	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
 			part = textproto.TrimString(part)
 			name, _, _ := strings.Cut(part, "=")
-			if part == "" || name == h.CookieName || name == probe {
+			if part == "" || h.ownCookie(name) {
 				continue
 			}
 			if b.Len() > 0 {
@@ -83,6 +82,13 @@ func (h *Handler) dropOwnCookies(r *http.Request) {
 		return
 	}
 	r.Header["Cookie"] = []string{b.String()}
+}
+
+// ownCookie tells whether name is the session cookie or the frame probe's
+// (probeCookieName), without building the latter's name on every request.
+func (h *Handler) ownCookie(name string) bool {
+	rest, ok := strings.CutPrefix(name, h.CookieName)
+	return ok && (rest == "" || rest == probeSuffix)
 }
 
 // sessionIDLen is the length of a session id: 256 bits in unpadded base64url.
@@ -154,23 +160,13 @@ func (h *Handler) requestSession(r *http.Request) (*identity, error) {
 // lookupSession returns the live session under k, from the cache when it has
 // it, else from the store, which then also pushes its idle expiry.
 func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, error) {
-	idle := time.Duration(h.SessionIdle)
-	var now int64
-	if h.cache != nil {
-		now = h.cache.Now().UnixNano()
+	if h.cache == nil {
+		return h.fetchSession(ctx, k, time.Now().UnixNano())
 	}
+	now := h.cache.Now().UnixNano()
 	// Bypassed while the store cannot prove it has heard every logout.
-	if h.cache == nil || !h.store.EventsCurrent(now) {
-		s, err := h.store.Session(ctx, k.Hex(), idle)
-		if err != nil {
-			return nil, err
-		}
-		if !time.Now().Before(s.ExpiresAt) {
-			return nil, store.ErrNotFound
-		}
-		id := newIdentity(s)
-		id.key = k
-		return id, nil
+	if !h.store.EventsCurrent(now) {
+		return h.fetchSession(ctx, k, time.Now().UnixNano())
 	}
 	e, res := h.cache.Get(k, now)
 	countCacheLookup(res)
@@ -180,14 +176,25 @@ func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, e
 	case sessioncache.Revalidate:
 		// Sessions never change in the store, so the store only has to
 		// say it still holds this one (and push its idle expiry).
-		if _, err := h.store.Session(ctx, k.Hex(), idle); err != nil {
+		if _, err := h.store.Session(ctx, k.Hex(), time.Duration(h.SessionIdle)); err != nil {
 			h.cache.Remove(e)
 			return nil, err
 		}
 		return e.Value, nil
 	}
 	epoch := h.cache.Epoch()
-	s, err := h.store.Session(ctx, k.Hex(), idle)
+	id, err := h.fetchSession(ctx, k, now)
+	if err != nil {
+		return nil, err
+	}
+	h.cache.Put(k, id, now, epoch)
+	return id, nil
+}
+
+// fetchSession reads the session under k from the store, pushing its idle
+// expiry, and refuses it at or past its absolute expiry (now, unix nanoseconds).
+func (h *Handler) fetchSession(ctx context.Context, k sessionKey, now int64) (*identity, error) {
+	s, err := h.store.Session(ctx, k.Hex(), time.Duration(h.SessionIdle))
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +203,6 @@ func (h *Handler) lookupSession(ctx context.Context, k sessionKey) (*identity, e
 	}
 	id := newIdentity(s)
 	id.key = k
-	h.cache.Put(k, id, now, epoch)
 	return id, nil
 }
 
